@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+tus = ServiceMaker("txtus", "txtus.tap", "A tus resumable-upload server.", "tus")

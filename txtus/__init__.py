@@ -1,0 +1,32 @@
+"""
+txtus: a tus 1.0 resumable-upload server for Twisted.
+
+The public surface is what this module exports; everything else is
+internal and may change.
+"""
+
+from txtus.composer import StoreComposer
+from txtus.config import CorsConfig, TusConfig
+from txtus.errors import TusError
+from txtus.filestore import FileStore
+from txtus.info import UploadInfo
+from txtus.lockers import MemoryLocker
+from txtus.resource import TusResource
+from txtus.service import make_service, make_site, mount
+from txtus.streaming import TusRequest, TusSite
+
+__all__ = [
+    "CorsConfig",
+    "FileStore",
+    "MemoryLocker",
+    "StoreComposer",
+    "TusConfig",
+    "TusError",
+    "TusRequest",
+    "TusResource",
+    "TusSite",
+    "UploadInfo",
+    "make_service",
+    "make_site",
+    "mount",
+]

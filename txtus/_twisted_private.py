@@ -1,0 +1,102 @@
+"""
+Every use of private Twisted API, quarantined here with its own tests
+(C{tests/test_twisted_private.py}), so a Twisted upgrade that breaks one of
+them breaks loudly in one place.
+
+Why each is needed:
+  - On HTTP/1.1 the request line is only public after the whole body has
+    arrived (C{requestReceived}); streaming needs it when the headers end.
+  - A response written before the body has been read must close the
+    connection, or the unread body would be parsed as the next request.
+  - Twisted's chunked decoder parses trailers and throws them away;
+    checksum-trailer needs them.
+  - Twisted has no public API for 1xx responses other than 100-continue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+
+from twisted.web.http_headers import Headers
+
+
+def request_line(request: Any) -> tuple[bytes, bytes, bytes] | None:
+    """
+    The (method, uri, version) of a request whose headers are complete but
+    whose body has not arrived, or L{None} if this channel does not tell.
+    """
+    channel = request.channel
+    command = getattr(channel, "_command", None)  # HTTP/1.1: HTTPChannel
+    if command is not None:
+        return command, channel._path, channel._version
+    command = getattr(channel, "command", None)  # HTTP/2: H2Stream
+    path = getattr(channel, "path", None)
+    if command is not None and path is not None:
+        return command, path, b"HTTP/2"
+    return None
+
+
+def transport_producer(request: Any) -> Any:
+    """
+    The push producer that reads the request's connection, or L{None}.
+    Pausing it stops reading from the client's socket (TCP backpressure).
+    """
+    channel = request.channel
+    if channel is None:
+        return None
+    transport = getattr(channel, "transport", None)
+    return IPushProducer(transport, None)
+
+
+def close_after_response(request: Any) -> None:
+    """
+    Make the channel close the connection once this request's response is
+    written, instead of reading the next request from the (unread) body.
+    """
+    channel = request.channel
+    if channel is not None and hasattr(channel, "persistent"):
+        channel.persistent = False
+    request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+
+def capture_trailers(request: Any) -> None:
+    """
+    Arrange for the trailer fields of a chunked request body to be kept on
+    C{request.trailers} (a L{Headers}) just before the body ends.
+    """
+    request.trailers = Headers()
+    decoder = getattr(request.channel, "_transferDecoder", None)
+    if decoder is None or not hasattr(decoder, "_trailerHeaders"):
+        return
+    finish = decoder.finishCallback
+
+    def keep_trailers(rest: bytes) -> None:
+        for raw in decoder._trailerHeaders:
+            name, sep, value = bytes(raw).partition(b":")
+            if sep:
+                request.trailers.addRawHeader(name.strip(), value.strip())
+        finish(rest)
+
+    decoder.finishCallback = keep_trailers
+
+
+def write_informational(request: Any, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """
+    Send an interim (1xx) response ahead of the final one on HTTP/1.1.
+
+    @return: whether it was sent (not on other protocols, nor after the
+        final response started).
+    """
+    channel = request.channel
+    if channel is None or request.startedWriting or getattr(channel, "_version", request.clientproto) != b"HTTP/1.1":
+        return False
+    transport = getattr(channel, "transport", None)
+    if transport is None:
+        return False
+    lines = [b"HTTP/1.1 %d %s\r\n" % (code, reason)]
+    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    lines.append(b"\r\n")
+    transport.write(b"".join(lines))
+    return True

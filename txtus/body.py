@@ -1,0 +1,273 @@
+"""
+Request bodies as push producers, and the pump that moves them into a
+store's L{IChunkWriter}.
+
+Two sources exist: L{StreamingBody}, fed chunk by chunk by
+L{txtus.streaming.TusRequest} while the body arrives (the fast path, with
+TCP backpressure and nothing buffered), and L{BufferedBody}, which replays
+the body twisted.web already buffered when txtus is mounted in a plain
+C{Site}.  The handler sees the same interface either way.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import cooperate
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from txtus import _twisted_private
+
+
+class BodyEnd(enum.Enum):
+    """Why a body stopped flowing."""
+
+    COMPLETE = "complete"          # every byte arrived
+    DISCONNECTED = "disconnected"  # the client went away mid-body
+    OVERFLOW = "overflow"          # more bytes than the upload may take
+    TIMEOUT = "timeout"            # no bytes for the network timeout
+    INTERRUPTED = "interrupted"    # another request asked for the lock
+    STOPPED = "stopped"            # the store or a hook stopped it
+    REJECTED = "rejected"          # refused before reading it
+
+
+# A rejected body no larger than this is read and dropped, so the
+# connection can be kept; a larger one gets its connection closed.
+DRAIN_LIMIT = 64 * 1024
+
+
+@implementer(IPushProducer)
+class StreamingBody:
+    """
+    A request body arriving from the network.  Reading is paused from the
+    moment the headers end until a receiver is attached, so nothing piles
+    up while the upload is locked and looked up; after that, the receiver's
+    C{pauseProducing} pauses the socket.
+    """
+
+    def __init__(self, request: Any, clock: Any, network_timeout: float, length: int | None) -> None:
+        self._request = request
+        self._clock = clock
+        self._timeout = network_timeout
+        self.length = length
+        self.received = 0
+        self.trailers = Headers()
+        self.end: BodyEnd | None = None
+        self._pending: list[bytes] = []
+        self._receiver: Callable[[bytes], None] | None = None
+        self._done: Deferred | None = None
+        self._paused = False
+        self._consumer_paused = False
+        self._watchdog: Any = None
+        self._last_seen = 0
+        self._last_progress = 0.0
+        self._pause_reading()
+
+    # Fed by TusRequest -------------------------------------------------
+
+    def chunk(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._receiver is not None:
+            self._receiver(data)
+        elif self.end is None:
+            self._pending.append(data)
+
+    def ended(self, trailers: Headers) -> None:
+        self.trailers = trailers
+        self._finish(BodyEnd.COMPLETE)
+
+    def lost(self, reason: Any) -> None:
+        self._finish(BodyEnd.DISCONNECTED)
+
+    # Used by the handler -----------------------------------------------
+
+    def start(self, receiver: Callable[[bytes], None]) -> Deferred:
+        """
+        Deliver the body to C{receiver} from now on.
+
+        @return: a Deferred firing with the L{BodyEnd} once no more bytes
+            will come.
+        """
+        self._done = Deferred()
+        pending, self._pending = self._pending, []
+        self._receiver = receiver
+        if self.end is None and getattr(self._request, "expects_continue", False):
+            _twisted_private.write_informational(self._request, 100, b"Continue", [])
+        for data in pending:
+            receiver(data)
+        if self.end is not None:
+            self._receiver = None
+            done, self._done = self._done, None
+            done.callback(self.end)
+            return done
+        self._resume_reading()
+        if self._timeout:
+            self._last_progress = self._clock.seconds()
+            self._watchdog = self._clock.callLater(self._timeout / 4, self._check_progress)
+        return self._done
+
+    def stop(self, why: BodyEnd) -> None:
+        """Stop reading the body; what was delivered stays delivered."""
+        self._finish(why)
+
+    def discard_or_stop(self) -> None:
+        """
+        The handler refused the request before reading its body: read and
+        drop a small body (keeping the connection), stop a large one.
+        """
+        if self.end is not None:
+            return
+        remaining = None if self.length is None else self.length - self.received
+        waiting = getattr(self._request, "expects_continue", False)
+        if remaining is not None and remaining <= DRAIN_LIMIT and not waiting:
+            self._pending = []
+            self._receiver = _drop
+            self._resume_reading()
+        else:
+            self._finish(BodyEnd.REJECTED)
+
+    @property
+    def started(self) -> bool:
+        return self._receiver is not None
+
+    @property
+    def needs_close(self) -> bool:
+        """Whether the response must close the connection (body unread)."""
+        return self.end not in (None, BodyEnd.COMPLETE, BodyEnd.DISCONNECTED)
+
+    # IPushProducer, for the chunk writer ---------------------------------
+
+    def pauseProducing(self) -> None:
+        self._consumer_paused = True
+        self._pause_reading()
+
+    def resumeProducing(self) -> None:
+        self._consumer_paused = False
+        if self._receiver is not None:
+            self._resume_reading()
+
+    def stopProducing(self) -> None:
+        self._finish(BodyEnd.STOPPED)
+
+    # Internals ---------------------------------------------------------
+
+    def _finish(self, why: BodyEnd) -> None:
+        if self.end is not None:
+            return
+        self.end = why
+        self._pending = []
+        if why is not BodyEnd.COMPLETE:
+            self._receiver = _drop
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
+        # A rejected or stopped body stays unread (and the socket paused):
+        # its response closes the connection.
+        if self._done is not None:
+            done, self._done = self._done, None
+            done.callback(why)
+
+    def _check_progress(self) -> None:
+        now = self._clock.seconds()
+        if self.received != self._last_seen or self._consumer_paused:
+            self._last_seen = self.received
+            self._last_progress = now
+        elif now - self._last_progress >= self._timeout:
+            self._watchdog = None
+            self._finish(BodyEnd.TIMEOUT)
+            return
+        self._watchdog = self._clock.callLater(self._timeout / 4, self._check_progress)
+
+    def _pause_reading(self) -> None:
+        if not self._paused:
+            producer = _twisted_private.transport_producer(self._request)
+            if producer is not None:
+                producer.pauseProducing()
+                self._paused = True
+
+    def _resume_reading(self) -> None:
+        if self._paused and not self._consumer_paused:
+            self._paused = False
+            producer = _twisted_private.transport_producer(self._request)
+            if producer is not None:
+                producer.resumeProducing()
+
+
+def _drop(data: bytes) -> None:
+    pass
+
+
+@implementer(IPushProducer)
+class BufferedBody:
+    """
+    A body twisted.web has already read whole (into memory or a temporary
+    file), replayed in 64 KiB pieces.  Used when txtus is mounted in a plain
+    C{Site}: bytes of an interrupted request never reach us there.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, content: Any) -> None:
+        self._content = content
+        self.trailers = Headers()
+        self.end: BodyEnd | None = None
+        self.received = 0
+        content.seek(0, 2)
+        self.length: int | None = content.tell()
+        content.seek(0, 0)
+        self._task: Any = None
+        self._done: Deferred | None = None
+
+    def start(self, receiver: Callable[[bytes], None]) -> Deferred:
+        if self.end is not None:
+            return succeed(self.end)
+        self._done = Deferred()
+
+        def pieces():
+            while self.end is None:
+                data = self._content.read(self.CHUNK)
+                if not data:
+                    self._finish(BodyEnd.COMPLETE)
+                    return
+                self.received += len(data)
+                receiver(data)
+                yield None
+
+        self._task = cooperate(pieces())
+        self._task.whenDone().addErrback(lambda f: None)
+        return self._done
+
+    def stop(self, why: BodyEnd) -> None:
+        self._finish(why)
+
+    def discard_or_stop(self) -> None:
+        self._finish(BodyEnd.COMPLETE)
+
+    needs_close = False
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    def pauseProducing(self) -> None:
+        if self._task is not None and self.end is None:
+            self._task.pause()
+
+    def resumeProducing(self) -> None:
+        if self._task is not None and self.end is None:
+            self._task.resume()
+
+    def stopProducing(self) -> None:
+        self._finish(BodyEnd.STOPPED)
+
+    def _finish(self, why: BodyEnd) -> None:
+        if self.end is not None:
+            return
+        self.end = why
+        if self._done is not None:
+            done, self._done = self._done, None
+            done.callback(why)

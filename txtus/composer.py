@@ -1,0 +1,72 @@
+"""
+L{StoreComposer}: assembles a core store and optional extensions, possibly
+from different objects (a file store with a memory locker, an S3 store with a
+distributed locker).  Each slot is filled only with an object that provides
+the slot's interface, and what the composer holds is the single source of
+what the server advertises in C{Tus-Extension}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface.interface import InterfaceClass
+
+from txtus.interfaces import (
+    IConcater,
+    IDataStore,
+    ILengthDeferrer,
+    ILocker,
+    IReader,
+    ITerminater,
+    IUploadLister,
+)
+
+
+def _require(interface: InterfaceClass, provider: Any) -> Any:
+    if not interface.providedBy(provider):
+        raise TypeError(f"{provider!r} does not provide {interface.__module__}.{interface.__name__}")
+    return provider
+
+
+class StoreComposer:
+    """
+    Slots for the core store and each optional extension; all start empty.
+    Stores fill the slots they can with C{store.use_in(composer)}.
+    """
+
+    def __init__(self) -> None:
+        self.core: Any = None
+        self.terminater: Any = None
+        self.concater: Any = None
+        self.length_deferrer: Any = None
+        self.reader: Any = None
+        self.locker: Any = None
+        self.lister: Any = None
+
+    def use_core(self, store: Any) -> None:
+        self.core = _require(IDataStore, store)
+
+    def use_terminater(self, terminater: Any) -> None:
+        self.terminater = _require(ITerminater, terminater)
+
+    def use_concater(self, concater: Any) -> None:
+        self.concater = _require(IConcater, concater)
+
+    def use_length_deferrer(self, deferrer: Any) -> None:
+        self.length_deferrer = _require(ILengthDeferrer, deferrer)
+
+    def use_reader(self, reader: Any) -> None:
+        self.reader = _require(IReader, reader)
+
+    def use_locker(self, locker: Any) -> None:
+        self.locker = _require(ILocker, locker)
+
+    def use_lister(self, lister: Any) -> None:
+        self.lister = _require(IUploadLister, lister)
+
+    def capabilities(self) -> str:
+        """A one-line description for logs: which slots are filled, by what."""
+        slots = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister")
+        return ", ".join(f"{slot}={type(getattr(self, slot)).__name__}"
+                         for slot in slots if getattr(self, slot) is not None)

@@ -1,0 +1,94 @@
+"""
+L{TusConfig}: everything a L{txtus.resource.TusResource} needs, in one plain
+object that the CLI, embedders and tests build the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from txtus.composer import StoreComposer
+
+
+@dataclass
+class CorsConfig:
+    """
+    CORS as tusd does it by default.  C{allow_origin} is a regular
+    expression matched against the whole C{Origin}; C{enabled=False} sends
+    no CORS headers at all.
+    """
+
+    enabled: bool = True
+    allow_origin: str = ".*"
+    allow_credentials: bool = False
+    extra_allow_headers: tuple[str, ...] = ()
+    extra_allow_methods: tuple[str, ...] = ()
+    extra_expose_headers: tuple[str, ...] = ()
+    max_age: int = 86400
+
+    def __post_init__(self) -> None:
+        self.origin_pattern = re.compile(self.allow_origin)
+
+
+@dataclass
+class TusConfig:
+    """
+    @ivar base_path: where the CLI mounts the resource.  An absolute URL
+        (C{https://uploads.example/files/}) is used verbatim as the prefix
+        of C{Location} (for proxies that rewrite paths); otherwise locations
+        are built from the request and the path the resource is mounted at.
+    @ivar max_size: largest upload in bytes; 0 for no limit.
+    @ivar network_timeout: seconds without a byte of request body before
+        the request is cut (keeping what arrived).
+    @ivar behind_proxy: trust C{Forwarded} / C{X-Forwarded-*} for
+        C{Location}.
+    @ivar reactor: the clock and reactor to use; L{None} for the global one.
+    """
+
+    composer: StoreComposer
+    base_path: str = "/files/"
+    max_size: int = 0
+    network_timeout: float = 60.0
+    behind_proxy: bool = False
+    cors: CorsConfig = field(default_factory=CorsConfig)
+    disable_download: bool = False
+    disable_termination: bool = False
+    disable_concatenation: bool = False
+    reactor: Any = None
+
+    def __post_init__(self) -> None:
+        if self.composer is None or self.composer.core is None:
+            raise ValueError("TusConfig needs a StoreComposer with a core data store")
+        if self.max_size < 0:
+            raise ValueError("max_size must not be negative")
+        if self.network_timeout < 0:
+            raise ValueError("network_timeout must not be negative")
+        if not self.base_path.startswith(("http://", "https://")):
+            self.base_path = "/" + self.base_path.strip("/") + "/"
+            self.base_path = self.base_path.replace("//", "/")
+        elif not self.base_path.endswith("/"):
+            self.base_path += "/"
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+
+    @property
+    def absolute_base(self) -> bool:
+        return self.base_path.startswith(("http://", "https://"))
+
+    def extensions(self) -> list[str]:
+        """
+        The C{Tus-Extension} list, derived from the composer alone (and the
+        switches that turn a capability off).
+        """
+        composer = self.composer
+        names = ["creation", "creation-with-upload"]
+        if composer.terminater is not None and not self.disable_termination:
+            names.append("termination")
+        if composer.concater is not None and not self.disable_concatenation:
+            names.append("concatenation")
+        if composer.length_deferrer is not None:
+            names.append("creation-defer-length")
+        return names

@@ -1,0 +1,76 @@
+"""
+The error catalogue: every failure the server answers with, each a class with
+a stable code and an HTTP status, in tusd's wire format
+(C{ERR_UPLOAD_NOT_FOUND: upload not found}).
+
+Handlers and stores raise these; one place (L{txtus.resource}) turns them
+into responses.  Anything that is not a L{TusError} is logged with its
+traceback and answered as C{ERR_INTERNAL_SERVER_ERROR}.
+"""
+
+from __future__ import annotations
+
+
+class TusError(Exception):
+    """
+    A failure with a stable code, an HTTP status and a message safe to show
+    the client.
+
+    @ivar headers: extra response headers, as C{{name: value}} (L{str}).
+    """
+
+    code: str = "ERR_INTERNAL_SERVER_ERROR"
+    status: int = 500
+    message: str = "internal server error"
+
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None):
+        if message is not None:
+            self.message = message
+        self.headers = dict(headers or {})
+        super().__init__(f"{self.code}: {self.message}")
+
+    def body(self) -> bytes:
+        return f"{self.code}: {self.message}\n".encode("utf-8", "replace")
+
+
+def _error(name: str, code: str, status: int, message: str) -> type[TusError]:
+    return type(name, (TusError,), {"code": code, "status": status, "message": message,
+                                    "__doc__": f"{status} {code}: {message}"})
+
+
+UnsupportedVersion = _error("UnsupportedVersion", "ERR_UNSUPPORTED_VERSION", 412, "missing, invalid or unsupported Tus-Resumable header")
+MaxSizeExceeded = _error("MaxSizeExceeded", "ERR_MAX_SIZE_EXCEEDED", 413, "maximum size exceeded")
+InvalidContentType = _error("InvalidContentType", "ERR_INVALID_CONTENT_TYPE", 415, "missing or invalid Content-Type header")
+InvalidUploadLength = _error("InvalidUploadLength", "ERR_INVALID_UPLOAD_LENGTH", 400, "missing or invalid Upload-Length header")
+InvalidOffset = _error("InvalidOffset", "ERR_INVALID_OFFSET", 400, "missing or invalid Upload-Offset header")
+InvalidMetadata = _error("InvalidMetadata", "ERR_INVALID_METADATA", 400, "invalid Upload-Metadata header")
+UploadNotFound = _error("UploadNotFound", "ERR_UPLOAD_NOT_FOUND", 404, "upload not found")
+UploadGone = _error("UploadGone", "ERR_UPLOAD_EXPIRED", 410, "upload has expired")
+UploadLocked = _error("UploadLocked", "ERR_UPLOAD_LOCKED", 423, "file currently locked")
+LockTimeout = _error("LockTimeout", "ERR_LOCK_TIMEOUT", 500, "failed to acquire lock before timeout")
+MismatchedOffset = _error("MismatchedOffset", "ERR_MISMATCHED_OFFSET", 409, "mismatched offset")
+UploadSizeExceeded = _error("UploadSizeExceeded", "ERR_UPLOAD_SIZE_EXCEEDED", 413, "upload's size exceeded")
+NotImplementedByStore = _error("NotImplementedByStore", "ERR_NOT_IMPLEMENTED", 501, "feature not implemented")
+MethodNotAllowed = _error("MethodNotAllowed", "ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
+UploadNotFinished = _error("UploadNotFinished", "ERR_UPLOAD_NOT_FINISHED", 400, "one of the partial uploads is not finished")
+InvalidConcat = _error("InvalidConcat", "ERR_INVALID_CONCAT", 400, "invalid Upload-Concat header")
+ConcatUnsupported = _error("ConcatUnsupported", "ERR_CONCATENATION_UNSUPPORTED", 400, "concatenation is not supported")
+ModifyFinal = _error("ModifyFinal", "ERR_MODIFY_FINAL", 403, "modifying a final upload is not allowed")
+AmbiguousUploadLength = _error("AmbiguousUploadLength", "ERR_AMBIGUOUS_UPLOAD_LENGTH", 400, "either Upload-Length or Upload-Defer-Length must be specified")
+InvalidUploadLengthDefer = _error("InvalidUploadLengthDefer", "ERR_INVALID_UPLOAD_LENGTH_DEFER", 400, "invalid Upload-Defer-Length header")
+UploadStopped = _error("UploadStopped", "ERR_UPLOAD_STOPPED", 400, "upload has been stopped by server")
+UploadRejected = _error("UploadRejected", "ERR_UPLOAD_REJECTED", 400, "upload creation has been rejected by server")
+TerminationRejected = _error("TerminationRejected", "ERR_UPLOAD_TERMINATION_REJECTED", 400, "upload termination has been rejected by server")
+UploadInterrupted = _error("UploadInterrupted", "ERR_UPLOAD_INTERRUPTED", 400, "upload has been interrupted by another request for this upload resource")
+ServerShutdown = _error("ServerShutdown", "ERR_SERVER_SHUTDOWN", 503, "request has been interrupted because the server is shutting down")
+OriginNotAllowed = _error("OriginNotAllowed", "ERR_ORIGIN_NOT_ALLOWED", 403, "request origin is not allowed")
+UnexpectedEOF = _error("UnexpectedEOF", "ERR_UNEXPECTED_EOF", 400, "server expected to receive more bytes")
+ReadTimeout = _error("ReadTimeout", "ERR_READ_TIMEOUT", 500, "timeout while reading request body")
+ConnectionReset = _error("ConnectionReset", "ERR_CONNECTION_RESET", 500, "TCP connection reset by peer")
+InternalServerError = _error("InternalServerError", "ERR_INTERNAL_SERVER_ERROR", 500, "internal server error")
+StorageFull = _error("StorageFull", "ERR_STORAGE_FULL", 507, "insufficient storage; retry later")
+DownloadDisabled = _error("DownloadDisabled", "ERR_DOWNLOAD_DISABLED", 405, "downloads are disabled")
+ChecksumMismatch = _error("ChecksumMismatch", "ERR_CHECKSUM_MISMATCH", 460, "checksum mismatch")
+UnsupportedChecksumAlgorithm = _error("UnsupportedChecksumAlgorithm", "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", 400, "unsupported checksum algorithm")
+InvalidChecksum = _error("InvalidChecksum", "ERR_INVALID_CHECKSUM", 400, "invalid Upload-Checksum header")
+InvalidRequest = _error("InvalidRequest", "ERR_INVALID_REQUEST", 400, "invalid request")

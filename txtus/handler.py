@@ -1,0 +1,372 @@
+"""
+The tus protocol itself: one coroutine per verb, turning a request's headers
+and body into a L{Response} or a L{txtus.errors.TusError}.
+
+Nothing here writes to the network: L{txtus.resource} feeds requests in and
+writes what comes out, so the same logic serves streamed and buffered
+bodies.  Storage is reached only through the composer's interfaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from txtus import errors, headers
+from txtus.body import BodyEnd
+from txtus.config import TusConfig
+from txtus.info import UploadInfo
+
+log = Logger()
+
+
+@dataclass
+class Response:
+    """
+    What a verb answers.  C{send}, when set, streams the body (downloads):
+    it is called with the request as consumer and returns a Deferred.
+    """
+
+    status: int
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: bytes = b""
+    send: Callable[[Any], Deferred] | None = None
+
+
+_END_ERRORS: dict[BodyEnd, type[errors.TusError]] = {
+    BodyEnd.OVERFLOW: errors.UploadSizeExceeded,
+    BodyEnd.TIMEOUT: errors.ReadTimeout,
+    BodyEnd.INTERRUPTED: errors.UploadInterrupted,
+    BodyEnd.DISCONNECTED: errors.UnexpectedEOF,
+    BodyEnd.STOPPED: errors.UploadStopped,
+}
+
+
+class _Pump:
+    """
+    Moves body bytes into a chunk writer, never past C{limit}, hashing them
+    on the way when a checksum is expected.
+    """
+
+    def __init__(self, writer: Any, body: Any, limit: int | None, hasher: Any) -> None:
+        self.write = writer.write if limit is None and hasher is None else self._checked
+        self._writer = writer
+        self._body = body
+        self._room = limit
+        self._hasher = hasher
+
+    def _checked(self, data: bytes) -> None:
+        if self._room is not None:
+            if len(data) > self._room:
+                data = data[: self._room]
+                self._room = 0
+                if data:
+                    self._forward(data)
+                self._body.stop(BodyEnd.OVERFLOW)
+                return
+            self._room -= len(data)
+        self._forward(data)
+
+    def _forward(self, data: bytes) -> None:
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self._writer.write(data)
+
+
+class TusHandler:
+    """
+    The tus verbs.  Each takes the twisted.web request (for headers), the
+    upload ID from the URL (L{None} for the creation URL) and, for verbs
+    with a body, a body source from L{txtus.body}.
+    """
+
+    def __init__(self, config: TusConfig) -> None:
+        self.config = config
+        self.composer = config.composer
+        self.extensions = ",".join(config.extensions()).encode("ascii")
+
+    # OPTIONS -----------------------------------------------------------
+
+    async def options(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        result = {b"tus-version": headers.TUS_VERSION.encode(), b"tus-extension": self.extensions}
+        if self.config.max_size:
+            result[b"tus-max-size"] = b"%d" % self.config.max_size
+        return Response(200, result)
+
+    # POST (creation) ---------------------------------------------------
+
+    async def post(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        if upload_id is not None:
+            raise errors.MethodNotAllowed(headers={"Allow": "HEAD, PATCH, GET, DELETE, OPTIONS"})
+        config = self.config
+        get = request.requestHeaders.getRawHeaders
+        with_body = headers.media_type(_first(get(b"content-type"))) == headers.OFFSET_OCTET_STREAM
+        concat = headers.parse_concat(_first(get(b"upload-concat")))
+        metadata = headers.parse_metadata(_first(get(b"upload-metadata")))
+        partials: list[Any] = []
+        if concat is not None and (self.composer.concater is None or config.disable_concatenation):
+            raise errors.ConcatUnsupported()
+        if concat is not None and concat[0] == "final":
+            if with_body and _has_body(request):
+                raise errors.ModifyFinal()
+            if get(b"upload-length") is not None or get(b"upload-defer-length") is not None:
+                raise errors.InvalidConcat("a final upload must not carry Upload-Length")
+            partials = [await self._get_partial(request, url) for url in concat[1]]
+            infos = [await upload.get_info() for upload in partials]
+            for info in infos:
+                if not info.is_partial:
+                    raise errors.InvalidConcat(f"upload {info.id} is not a partial upload")
+                if not info.is_complete:
+                    raise errors.UploadNotFinished()
+            size: int | None = sum(info.size or 0 for info in infos)
+        else:
+            defer = get(b"upload-defer-length")
+            if defer is not None and self.composer.length_deferrer is None:
+                raise errors.NotImplementedByStore("deferred upload length is not supported")
+            size = headers.parse_creation_length(_first(get(b"upload-length")), _first(defer))
+        if config.max_size and size is not None and size > config.max_size:
+            raise errors.MaxSizeExceeded()
+
+        info = UploadInfo(
+            size=size,
+            metadata=metadata,
+            is_partial=concat is not None and concat[0] == "partial",
+            is_final=concat is not None and concat[0] == "final",
+            partial_uploads=[p.id for p in partials],
+        )
+        upload = await self.composer.core.new_upload(info)
+        info = await upload.get_info()
+        location = self.upload_url(request, info.id).encode("ascii")
+        log.info("upload {upload_id} created (length {size})", upload_id=info.id,
+                 size="deferred" if info.size is None else info.size)
+        result = Response(201, {b"location": location})
+
+        if info.is_final:
+            await self.composer.concater.concat_uploads(upload, partials)
+            await self._finished(upload, info.id)
+        elif with_body:
+            try:
+                offset = await self._locked_receive(request, upload, info, 0, body)
+            except errors.TusError as e:
+                e.headers.setdefault("Location", location.decode("ascii"))
+                raise
+            result.headers[b"upload-offset"] = b"%d" % offset
+        elif info.size == 0:
+            await self._finished(upload, info.id)
+        return result
+
+    async def _get_partial(self, request: Any, url: str) -> Any:
+        upload_id = self.id_from_url(request, url)
+        if upload_id is None:
+            raise errors.InvalidConcat(f"{url[:200]!r} is not an upload of this server")
+        return await self.composer.core.get_upload(upload_id)
+
+    # HEAD --------------------------------------------------------------
+
+    async def head(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        upload_id = _require_id(upload_id)
+        async with self._lock(upload_id, None):
+            upload = await self.composer.core.get_upload(upload_id)
+            info = await upload.get_info()
+        result = {b"cache-control": b"no-store", b"upload-offset": b"%d" % info.offset}
+        if info.size is None:
+            result[b"upload-defer-length"] = b"1"
+        else:
+            result[b"upload-length"] = b"%d" % info.size
+        if info.metadata:
+            result[b"upload-metadata"] = headers.encode_metadata(info.metadata)
+        if info.is_partial:
+            result[b"upload-concat"] = b"partial"
+        elif info.is_final:
+            urls = " ".join(self.upload_url(request, p) for p in info.partial_uploads)
+            result[b"upload-concat"] = b"final;" + urls.encode("ascii")
+        return Response(200, result)
+
+    # PATCH -------------------------------------------------------------
+
+    async def patch(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        upload_id = _require_id(upload_id)
+        get = request.requestHeaders.getRawHeaders
+        if headers.media_type(_first(get(b"content-type"))) != headers.OFFSET_OCTET_STREAM:
+            raise errors.InvalidContentType()
+        offset = headers.parse_non_negative(_first(get(b"upload-offset")), errors.InvalidOffset)
+        new_length = _first(get(b"upload-length"))
+        async with self._lock(upload_id, body):
+            upload = await self.composer.core.get_upload(upload_id)
+            info = await upload.get_info()
+            if info.is_final:
+                raise errors.ModifyFinal()
+            if offset != info.offset:
+                raise errors.MismatchedOffset(headers={"Upload-Offset": str(info.offset)})
+            if new_length is not None:
+                await self._declare_length(upload, info, new_length)
+            if info.is_complete:
+                if new_length is not None:
+                    await self._finished(upload, info.id)
+                return Response(204, {b"upload-offset": b"%d" % info.offset})
+            offset = await self._receive(request, upload, info, offset, body)
+        return Response(204, {b"upload-offset": b"%d" % offset})
+
+    async def _declare_length(self, upload: Any, info: UploadInfo, raw: bytes) -> None:
+        deferrer = self.composer.length_deferrer
+        if deferrer is None:
+            raise errors.NotImplementedByStore("deferred upload length is not supported")
+        if info.size is not None:
+            raise errors.InvalidUploadLength("upload length is already set")
+        length = headers.parse_non_negative(raw.strip(), errors.InvalidUploadLength)
+        if length < info.offset:
+            raise errors.InvalidUploadLength("upload length is smaller than the offset")
+        if self.config.max_size and length > self.config.max_size:
+            raise errors.MaxSizeExceeded()
+        await deferrer.declare_length(upload, length)
+        info.size = length
+
+    # Receiving a chunk (PATCH and creation-with-upload) ------------------
+
+    async def _locked_receive(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
+        async with self._lock(info.id, body):
+            return await self._receive(request, upload, info, offset, body)
+
+    async def _receive(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
+        if info.size is not None:
+            limit: int | None = info.size - offset
+        elif self.config.max_size:
+            limit = self.config.max_size - offset
+        else:
+            limit = None
+        if limit is not None and body.length is not None and body.length > limit:
+            raise errors.UploadSizeExceeded()
+        writer = await upload.open_chunk(offset)
+        writer.registerProducer(body, True)
+        try:
+            end = await body.start(_Pump(writer, body, limit, None).write)
+        finally:
+            writer.unregisterProducer()
+        new_offset = await writer.commit()
+        if info.size is not None and new_offset >= info.size:
+            await self._finished(upload, info.id)
+        if end is not BodyEnd.COMPLETE:
+            raise _END_ERRORS[end]()
+        return new_offset
+
+    async def _finished(self, upload: Any, upload_id: str) -> None:
+        await upload.finish()
+        log.info("upload {upload_id} finished", upload_id=upload_id)
+
+    # DELETE ------------------------------------------------------------
+
+    async def delete(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        upload_id = _require_id(upload_id)
+        terminater = self.composer.terminater
+        if terminater is None or self.config.disable_termination:
+            raise errors.NotImplementedByStore("termination is not supported")
+        async with self._lock(upload_id, None):
+            upload = await self.composer.core.get_upload(upload_id)
+            await terminater.terminate(upload)
+        log.info("upload {upload_id} terminated", upload_id=upload_id)
+        return Response(204)
+
+    # GET (download) ----------------------------------------------------
+
+    async def get(self, request: Any, upload_id: str | None, body: Any) -> Response:
+        upload_id = _require_id(upload_id)
+        reader = self.composer.reader
+        if self.config.disable_download or reader is None:
+            raise errors.DownloadDisabled(headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS"})
+        async with self._lock(upload_id, None):
+            upload = await self.composer.core.get_upload(upload_id)
+            info = await upload.get_info()
+        content_type, disposition = headers.download_headers(info.metadata)
+        result = {b"content-type": content_type, b"content-disposition": disposition,
+                  b"content-length": b"%d" % info.offset}
+        if info.offset == 0:
+            return Response(204, result)
+        length = info.offset
+        return Response(200, result, send=lambda consumer: reader.send_content(upload, consumer, 0, length))
+
+    # Helpers -----------------------------------------------------------
+
+    def _lock(self, upload_id: str, body: Any) -> "_Held":
+        return _Held(self.composer.locker, upload_id, body)
+
+    def upload_url(self, request: Any, upload_id: str) -> str:
+        """The absolute URL of an upload, for C{Location} and C{Upload-Concat}."""
+        if self.config.absolute_base:
+            return self.config.base_path + upload_id
+        scheme = "https" if request.isSecure() else "http"
+        host = None
+        if self.config.behind_proxy:
+            get = request.requestHeaders.getRawHeaders
+            fwd_host, fwd_scheme = headers.forwarded_origin(
+                _first(get(b"forwarded")), _first(get(b"x-forwarded-host")), _first(get(b"x-forwarded-proto")))
+            host, scheme = fwd_host, fwd_scheme or scheme
+        if host is None:
+            raw = request.getHeader(b"host")
+            host = headers.clean_host(raw.decode("latin-1")) if raw else None
+        if host is None:
+            address = request.getHost()
+            host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
+        host = headers.strip_default_port(host, scheme)
+        return f"{scheme}://{host}{mount_path(request)}{upload_id}"
+
+    def id_from_url(self, request: Any, url: str) -> str | None:
+        """The upload ID in an absolute or relative upload URL, or L{None}."""
+        path = urlsplit(url).path
+        if self.config.absolute_base:
+            prefix = urlsplit(self.config.base_path).path
+        else:
+            prefix = mount_path(request)
+        if not path.startswith(prefix):
+            return None
+        upload_id = path[len(prefix):].strip("/")
+        return upload_id if headers.is_valid_upload_id(upload_id) else None
+
+
+def mount_path(request: Any) -> str:
+    """The path the resource is mounted at, with a trailing slash."""
+    prepath = b"/".join(request.prepath).decode("latin-1")
+    return "/" + prepath + "/" if prepath else "/"
+
+
+class _Held:
+    """
+    C{async with} for an upload's lock; without a locker it does nothing.
+    A lock-release request stops the body being received, if any.
+    """
+
+    def __init__(self, locker: Any, upload_id: str, body: Any) -> None:
+        self._locker = locker
+        self._upload_id = upload_id
+        self._body = body
+        self._lock: Any = None
+
+    async def __aenter__(self) -> None:
+        if self._locker is not None:
+            self._lock = await self._locker.lock(self._upload_id, self._release_requested)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._lock is not None:
+            await self._lock.unlock()
+
+    def _release_requested(self) -> None:
+        if self._body is not None:
+            self._body.stop(BodyEnd.INTERRUPTED)
+
+
+def _first(values: list[bytes] | None) -> bytes | None:
+    return values[0] if values else None
+
+
+def _require_id(upload_id: str | None) -> str:
+    if upload_id is None:
+        raise errors.MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
+    return upload_id
+
+
+def _has_body(request: Any) -> bool:
+    length = request.getHeader(b"content-length")
+    return length not in (None, b"0") or request.getHeader(b"transfer-encoding") is not None

@@ -1,0 +1,207 @@
+"""
+L{TusResource}: the twisted.web face of the server.  It routes a request to
+a verb of L{txtus.handler.TusHandler}, hands it the request body (streamed,
+when the site uses L{txtus.streaming.TusRequest}, else buffered), and is the
+one place where results and errors become HTTP responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from txtus import _twisted_private, errors, headers
+from txtus.body import BufferedBody, StreamingBody
+from txtus.config import TusConfig
+from txtus.cors import Cors
+from txtus.handler import Response, TusHandler
+from txtus.interfaces import IStreamingBodyResource
+
+log = Logger()
+
+_METHODS = frozenset({b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"OPTIONS"})
+_TUS_RESUMABLE = headers.TUS_VERSION.encode("ascii")
+_UNVERSIONED = frozenset({b"OPTIONS", b"GET"})
+
+
+def effective_method(request: Any) -> bytes:
+    """The request's method, after C{X-HTTP-Method-Override}."""
+    override = request.getHeader(b"x-http-method-override")
+    if override is not None:
+        candidate = override.strip().upper()
+        if candidate in _METHODS:
+            return candidate
+    return request.method.upper()
+
+
+@implementer(IStreamingBodyResource)
+class TusResource(Resource):
+    """
+    A tus endpoint.  Mount it anywhere (C{root.putChild(b"files",
+    TusResource(config))}): uploads live below the path it is mounted at.
+    """
+
+    isLeaf = True
+
+    def __init__(self, config: TusConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.handler = TusHandler(config)
+        self.cors = Cors(config.cors)
+        self.verbs = {
+            b"OPTIONS": self.handler.options,
+            b"POST": self.handler.post,
+            b"HEAD": self.handler.head,
+            b"PATCH": self.handler.patch,
+            b"DELETE": self.handler.delete,
+            b"GET": self.handler.get,
+        }
+
+    def begin_body(self, request: Any) -> StreamingBody | None:
+        method = effective_method(request)
+        if method == b"POST":
+            media = headers.media_type(request.getHeader(b"content-type"))
+            if media != headers.OFFSET_OCTET_STREAM:
+                return None
+        elif method != b"PATCH":
+            return None
+        length = request.getHeader(b"content-length")
+        body = StreamingBody(request, self.config.reactor, self.config.network_timeout,
+                             int(length) if length is not None and length.isdigit() else None)
+        request.tus_exchange = _Exchange(self, request, method, body)
+        return body
+
+    def render(self, request: Any) -> Any:
+        exchange = getattr(request, "tus_exchange", None)
+        if exchange is None:
+            method = effective_method(request)
+            body = None
+            if method in (b"PATCH", b"POST") and request.content is not None:
+                body = BufferedBody(request.content)
+            exchange = request.tus_exchange = _Exchange(self, request, method, body)
+        exchange.rendered()
+        return NOT_DONE_YET
+
+
+class _Exchange:
+    """
+    One request's life: runs the verb as soon as it can (for a streamed
+    body, when the headers are in) and writes the response once that is
+    safe: after the body was read, or at once with C{Connection: close}
+    when the body will not be read.
+    """
+
+    def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any) -> None:
+        self.resource = resource
+        self.request = request
+        self.method = method
+        self.body = body
+        self.upload_id: str | None = None
+        self._rendered = False
+        self._lost = False
+        self._written = False
+        self._closing_call: Any = None
+        self._response: Response | None = None
+        request.notifyFinish().addErrback(self._connection_lost)
+        ensureDeferred(self._run()).addBoth(self._handled)
+
+    async def _run(self) -> Response:
+        request = self.request
+        postpath = [segment for segment in request.postpath if segment]
+        if len(postpath) > 1:
+            raise errors.UploadNotFound()
+        if postpath:
+            upload_id = postpath[0].decode("latin-1")
+            if not headers.is_valid_upload_id(upload_id):
+                raise errors.UploadNotFound()
+            self.upload_id = upload_id
+        self.resource.cors.check(request)
+        verb = self.resource.verbs.get(self.method)
+        if verb is None:
+            raise errors.MethodNotAllowed(headers={"Allow": "POST, HEAD, PATCH, GET, DELETE, OPTIONS"})
+        if self.method not in _UNVERSIONED and request.getHeader(b"tus-resumable") != _TUS_RESUMABLE:
+            raise errors.UnsupportedVersion(headers={"Tus-Version": headers.TUS_VERSION})
+        return await verb(request, self.upload_id, self.body)
+
+    def _handled(self, result: Response | Failure) -> None:
+        if isinstance(result, Failure):
+            result = self._error_response(result)
+        self._response = result
+        if self.body is not None and self.body.end is None and not self.body.started:
+            self.body.discard_or_stop()
+        self._maybe_write()
+
+    def _error_response(self, failure: Failure) -> Response:
+        error = failure.value
+        if not isinstance(error, errors.TusError):
+            log.failure("{method} {upload_id}: unexpected error", failure,
+                        method=self.method.decode("latin-1"), upload_id=self.upload_id or "-")
+            error = errors.InternalServerError()
+        elif not self._lost:
+            log.info("{method} {upload_id}: {status} {code}", method=self.method.decode("latin-1"),
+                     upload_id=self.upload_id or "-", status=error.status, code=error.code)
+        response = Response(error.status, {b"content-type": b"text/plain; charset=utf-8"}, error.body())
+        for name, value in error.headers.items():
+            response.headers[name.lower().encode("latin-1")] = value.encode("latin-1")
+        return response
+
+    def rendered(self) -> None:
+        self._rendered = True
+        self._maybe_write()
+
+    def _connection_lost(self, reason: Failure) -> None:
+        self._lost = True
+
+    def _maybe_write(self) -> None:
+        if self._written or self._lost or self._response is None:
+            return
+        if self._rendered:
+            self._write(self._response)
+        elif self.body is not None and self.body.needs_close and self._closing_call is None:
+            # The rest of the body will never be read: answer now and close,
+            # from a fresh reactor turn (never from inside the channel's
+            # header or body parsing).
+            self._closing_call = self.resource.config.reactor.callLater(0, self._write_closing)
+
+    def _write_closing(self) -> None:
+        if self._written or self._lost:
+            return
+        _twisted_private.close_after_response(self.request)
+        self.request.setHeader(b"date", datetimeToString())
+        self._write(self._response)
+
+    def _write(self, response: Response) -> None:
+        self._written = True
+        request = self.request
+        request.setResponseCode(response.status)
+        set_header = request.responseHeaders.setRawHeaders
+        set_header(b"tus-resumable", [_TUS_RESUMABLE])
+        set_header(b"x-content-type-options", [b"nosniff"])
+        for name, value in response.headers.items():
+            set_header(name, [value])
+        self.resource.cors.apply(request, preflight=self.method == b"OPTIONS")
+        if response.send is not None:
+            response.send(request).addCallbacks(self._sent, self._send_failed)
+            return
+        request.defaultContentType = None
+        if response.status not in (204, 304):
+            set_header(b"content-length", [b"%d" % len(response.body)])
+        if response.body:
+            request.write(response.body)
+        request.finish()
+
+    def _sent(self, ignored: Any) -> None:
+        if not self._lost:
+            self.request.finish()
+
+    def _send_failed(self, failure: Failure) -> None:
+        if not self._lost:
+            log.failure("download of {upload_id} failed", failure, upload_id=self.upload_id)
+            self.request.loseConnection()

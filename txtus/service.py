@@ -1,0 +1,70 @@
+"""
+Building blocks for running txtus: a site with the tus resource mounted at
+the configured base path, and an C{IService} that listens on endpoint
+strings.  The CLI (L{txtus.tap}) and embedders use the same functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.web.resource import Resource
+
+from txtus.config import TusConfig
+from txtus.resource import TusResource
+from txtus.streaming import TusSite
+
+
+class _Root(Resource):
+    """C{/}: a one-line greeting, like tusd's, so operators see it is up."""
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"txtus: a tus resumable-upload server\n"
+
+    def render_HEAD(self, request: Any) -> bytes:
+        return self.render_GET(request)
+
+
+def mount(root: Resource, path: str, resource: Resource) -> None:
+    """Put C{resource} at C{path} (e.g. C{/files/}) below C{root}."""
+    segments = [s.encode("utf-8") for s in path.strip("/").split("/") if s]
+    if not segments:
+        raise ValueError("the tus resource cannot be mounted at /")
+    parent = root
+    for segment in segments[:-1]:
+        child = parent.children.get(segment)
+        if child is None:
+            child = Resource()
+            parent.putChild(segment, child)
+        parent = child
+    parent.putChild(segments[-1], resource)
+
+
+def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
+    """
+    A L{TusSite} serving a L{TusResource} at C{config.base_path} (the path
+    part, when it is an absolute URL).  Pass C{root} to serve other
+    resources beside it.
+    """
+    if root is None:
+        root = _Root()
+    path = urlsplit(config.base_path).path if config.absolute_base else config.base_path
+    mount(root, path, TusResource(config))
+    return TusSite(root, timeout=config.network_timeout or None)
+
+
+def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> MultiService:
+    """
+    An C{IService} listening on each endpoint string in C{ports} (such as
+    C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}).
+    """
+    site = make_site(config, root)
+    service = MultiService()
+    for description in ports:
+        strports.service(description, site, reactor=config.reactor).setServiceParent(service)
+    service.site = site  # type: ignore[attr-defined]
+    return service

@@ -1,0 +1,94 @@
+"""
+L{TusRequest} and L{TusSite}: twisted.web's request, taught to hand request
+bodies to a resource while they arrive.
+
+Stock twisted.web buffers a whole body (in memory, or a temporary file) and
+only then calls C{render}: an interrupted upload loses every byte, each byte
+is copied twice, and nothing can be refused early.  L{TusRequest} acts when
+the headers are complete (C{gotLength}): it finds the resource the request
+is for and, if that resource provides L{IStreamingBodyResource}, feeds it
+the body chunk by chunk and tells it when the body ends or the connection
+drops.  Every other resource sees a perfectly ordinary request.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from twisted.web import server
+from twisted.web.http_headers import Headers
+
+from txtus import _twisted_private
+from txtus.interfaces import IStreamingBodyResource
+
+
+class TusRequest(server.Request):
+    """A request whose body can be streamed to the resource it is for."""
+
+    _tus_body: Any = None
+
+    def gotLength(self, length: int | None) -> None:
+        if length != 0:
+            line = _twisted_private.request_line(self)
+            if line is not None:
+                self._tus_body = self._streaming_receiver(*line, length=length)
+        if self._tus_body is None:
+            super().gotLength(length)
+        else:
+            # Nothing is buffered; twisted.web still expects a file.
+            self.content = io.BytesIO()
+
+    def _streaming_receiver(self, method: bytes, uri: bytes, version: bytes, length: int | None) -> Any:
+        self.method, self.uri, self.clientproto = method, uri, version
+        self.path = uri.split(b"?", 1)[0]
+        self.prepath = []
+        self.postpath = [unquote_to_bytes(s) for s in self.path[1:].split(b"/")]
+        site = self.channel.site
+        self.site = site
+        try:
+            resource = site.getResourceFor(self)
+        except Exception:
+            return None
+        if not IStreamingBodyResource.providedBy(resource):
+            return None
+        if self.requestHeaders.hasHeader(b"expect"):
+            # Twisted would answer 100-continue at once; the resource sends
+            # it when it is ready for the body (or refuses instead).
+            self.requestHeaders.removeHeader(b"expect")
+            self.expects_continue = True
+        _twisted_private.capture_trailers(self)
+        return resource.begin_body(self)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        body = self._tus_body
+        if body is None:
+            super().handleContentChunk(data)
+        else:
+            body.chunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._tus_body is not None:
+            self._tus_body.ended(getattr(self, "trailers", Headers()))
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self._tus_body is not None:
+            self._tus_body.lost(reason)
+
+
+class TusSite(server.Site):
+    """
+    A C{Site} set up for uploads: streaming requests, no HTML form parsing
+    of POST bodies, and no per-request access log on the hot path.
+    """
+
+    def __init__(self, resource: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("requestFactory", TusRequest)
+        kwargs.setdefault("parsePOSTFormSubmission", False)
+        super().__init__(resource, *args, **kwargs)
+
+    def log(self, request: Any) -> None:
+        """Upload events are logged by the tus resource; skip access logs."""

@@ -1,0 +1,129 @@
+"""
+C{twist tus}: command-line options and the service they describe.  Options
+are plain values checked in C{postOptions}; L{makeService} builds the store,
+locker and configuration with the same functions embedders use.
+"""
+
+from __future__ import annotations
+
+import re
+import resource as rlimit
+from typing import Any
+
+from twisted.python import usage
+
+from txtus.composer import StoreComposer
+from txtus.config import CorsConfig, TusConfig
+from txtus.filestore import FSYNC_POLICIES, FileStore
+from txtus.lockers import MemoryLocker
+from txtus.service import make_service
+
+_SIZE = re.compile(r"([0-9]+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """C{"1048576"}, C{"100MB"}, C{"1GiB"} -> bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    unit = (match.group(2) or "").upper().rstrip("B")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Serve tus resumable uploads (https://tus.io) into a directory."
+
+    optParameters = [
+        ["path", None, "./uploads", "Directory to store uploads in (created if missing)."],
+        ["base-path", None, "/files/", "URL path of the upload endpoint, or an absolute URL used for Location."],
+        ["max-size", None, "0", "Largest upload accepted, in bytes (suffixes KB, MB, GiB... allowed); 0 for no limit."],
+        ["network-timeout", None, "60", "Seconds without a byte of request body before the request is cut."],
+        ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
+        ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
+        ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
+    ]
+    optFlags = [
+        ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
+        ["disable-cors", None, "Send no CORS headers."],
+        ["disable-download", None, "Refuse GET downloads of uploads."],
+        ["disable-termination", None, "Refuse DELETE (the termination extension)."],
+        ["disable-concatenation", None, "Refuse Upload-Concat (the concatenation extension)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = []
+
+    def opt_port(self, description: str) -> None:
+        """Endpoint to listen on (tcp:1080, ssl:443:privateKey=k.pem:certKey=c.pem, unix:/path). Repeatable; default tcp:1080."""
+        self["port"].append(description)
+
+    opt_p = opt_port
+
+    def postOptions(self) -> None:
+        if not self["port"]:
+            self["port"] = ["tcp:1080"]
+        try:
+            self["max-size"] = parse_size(self["max-size"])
+        except ValueError as e:
+            raise usage.UsageError(f"--max-size: {e}")
+        for name in ("network-timeout", "acquire-lock-timeout"):
+            try:
+                value = float(self[name])
+            except ValueError:
+                raise usage.UsageError(f"--{name}: not a number of seconds: {self[name]!r}")
+            if value < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
+            self[name] = value
+        if self["fsync"] not in FSYNC_POLICIES:
+            raise usage.UsageError(f"--fsync must be one of: {', '.join(FSYNC_POLICIES)}")
+        origin = self["cors-origin"]
+        if "," in origin or origin.startswith(("http://", "https://")):
+            origin = "|".join(re.escape(o.strip()) for o in origin.split(",") if o.strip())
+        try:
+            re.compile(origin)
+        except re.error as e:
+            raise usage.UsageError(f"--cors-origin is not a valid regular expression: {e}")
+        self["cors-origin"] = origin
+        if not self["base-path"].strip("/") and not self["base-path"].startswith(("http://", "https://")):
+            raise usage.UsageError("--base-path must not be /")
+        try:
+            FileStore(self["path"], fsync=self["fsync"])
+        except OSError as e:
+            raise usage.UsageError(f"--path {self['path']!r} is not a usable directory: {e.strerror or e}")
+
+
+def build_config(options: Options, reactor: Any = None) -> TusConfig:
+    composer = StoreComposer()
+    FileStore(options["path"], fsync=options["fsync"]).use_in(composer)
+    MemoryLocker(acquire_timeout=options["acquire-lock-timeout"], reactor=reactor).use_in(composer)
+    return TusConfig(
+        composer=composer,
+        base_path=options["base-path"],
+        max_size=options["max-size"],
+        network_timeout=options["network-timeout"],
+        behind_proxy=options["behind-proxy"],
+        cors=CorsConfig(enabled=not options["disable-cors"], allow_origin=options["cors-origin"]),
+        disable_download=options["disable-download"],
+        disable_termination=options["disable-termination"],
+        disable_concatenation=options["disable-concatenation"],
+        reactor=reactor,
+    )
+
+
+def _raise_open_file_limit() -> None:
+    # Each upload in flight holds a socket and a file open.
+    soft, hard = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+    if hard == rlimit.RLIM_INFINITY or soft < hard:
+        try:
+            rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (hard if hard != rlimit.RLIM_INFINITY else max(soft, 65536), hard))
+        except (ValueError, OSError):
+            pass
+
+
+def makeService(options: Options, reactor: Any = None) -> Any:
+    _raise_open_file_limit()
+    return make_service(build_config(options, reactor), options["port"])
