@@ -91,4 +91,7 @@ class TusConfig:
             names.append("concatenation")
         if composer.length_deferrer is not None:
             names.append("creation-defer-length")
+        # Every chunk writer can roll a chunk back, so every store can
+        # honour checksums.
+        names += ["checksum", "checksum-trailer"]
         return names

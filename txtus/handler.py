@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txtus import errors, headers
+from txtus import checksum, errors, headers
 from txtus.body import BodyEnd
 from txtus.config import TusConfig
 from txtus.info import UploadInfo
@@ -92,7 +92,8 @@ class TusHandler:
     # OPTIONS -----------------------------------------------------------
 
     async def options(self, request: Any, upload_id: str | None, body: Any) -> Response:
-        result = {b"tus-version": headers.TUS_VERSION.encode(), b"tus-extension": self.extensions}
+        result = {b"tus-version": headers.TUS_VERSION.encode(), b"tus-extension": self.extensions,
+                  b"tus-checksum-algorithm": checksum.ADVERTISED}
         if self.config.max_size:
             result[b"tus-max-size"] = b"%d" % self.config.max_size
         return Response(200, result)
@@ -240,12 +241,25 @@ class TusHandler:
             limit = None
         if limit is not None and body.length is not None and body.length > limit:
             raise errors.UploadSizeExceeded()
+        expected = _expected_checksum(request)
+        hasher: Any = None
+        if expected is _TRAILER:
+            hasher = checksum.AllHashers()
+        elif expected is not None:
+            hasher = checksum.new_hasher(expected[0])
         writer = await upload.open_chunk(offset)
         writer.registerProducer(body, True)
         try:
-            end = await body.start(_Pump(writer, body, limit, None).write)
+            end = await body.start(_Pump(writer, body, limit, hasher).write)
         finally:
             writer.unregisterProducer()
+        if hasher is not None or body.trailers.hasHeader(b"upload-checksum"):
+            # A chunk that cannot be verified is discarded whole, as the
+            # checksum extension requires; the offset stays where it was.
+            problem = _END_ERRORS[end]() if end is not BodyEnd.COMPLETE else _verify(expected, hasher, body)
+            if problem is not None:
+                await writer.rollback()
+                raise problem
         new_offset = await writer.commit()
         if info.size is not None and new_offset >= info.size:
             await self._finished(upload, info.id)
@@ -355,6 +369,43 @@ class _Held:
     def _release_requested(self) -> None:
         if self._body is not None:
             self._body.stop(BodyEnd.INTERRUPTED)
+
+
+_TRAILER = object()
+
+
+def _expected_checksum(request: Any) -> Any:
+    """
+    What the request says about its checksum: C{(algorithm, digest)} from
+    C{Upload-Checksum}, L{_TRAILER} when it announces the checksum as a
+    trailer, or L{None}.  Raises before any byte is stored.
+    """
+    raw = request.getHeader(b"upload-checksum")
+    if raw is not None:
+        return headers.parse_checksum(raw, checksum.SUPPORTED)
+    announced = request.getHeader(b"trailer")
+    if announced is not None and b"upload-checksum" in announced.lower():
+        return _TRAILER
+    return None
+
+
+def _verify(expected: Any, hasher: Any, body: Any) -> errors.TusError | None:
+    """The error that rejects a fully received chunk, or L{None}."""
+    if expected is None:
+        return errors.InvalidChecksum("announce an Upload-Checksum trailer in a Trailer header")
+    if expected is _TRAILER:
+        raw = body.trailers.getRawHeaders(b"upload-checksum")
+        if not raw:
+            return errors.InvalidChecksum("the announced Upload-Checksum trailer did not arrive")
+        try:
+            algorithm, digest = headers.parse_checksum(raw[0], checksum.SUPPORTED)
+        except errors.TusError as e:
+            return e
+        actual = hasher.digest_for(algorithm)
+    else:
+        digest = expected[1]
+        actual = hasher.digest()
+    return None if actual == digest else errors.ChecksumMismatch()
 
 
 def _first(values: list[bytes] | None) -> bytes | None:

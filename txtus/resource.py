@@ -29,6 +29,8 @@ log = Logger()
 _METHODS = frozenset({b"POST", b"HEAD", b"PATCH", b"GET", b"DELETE", b"OPTIONS"})
 _TUS_RESUMABLE = headers.TUS_VERSION.encode("ascii")
 _UNVERSIONED = frozenset({b"OPTIONS", b"GET"})
+# Statuses tus defines that twisted.web has no phrase for.
+_REASONS = {460: b"Checksum Mismatch", 104: b"Upload Resumption Supported"}
 
 
 def effective_method(request: Any) -> bytes:
@@ -180,7 +182,7 @@ class _Exchange:
     def _write(self, response: Response) -> None:
         self._written = True
         request = self.request
-        request.setResponseCode(response.status)
+        request.setResponseCode(response.status, _REASONS.get(response.status))
         set_header = request.responseHeaders.setRawHeaders
         set_header(b"tus-resumable", [_TUS_RESUMABLE])
         set_header(b"x-content-type-options", [b"nosniff"])
