@@ -14,7 +14,7 @@ import binascii
 import re
 import time
 from email.utils import formatdate
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from txtus import errors
 
@@ -113,6 +113,9 @@ def encode_metadata(metadata: dict[str, str]) -> bytes:
 
 # Upload-Concat -------------------------------------------------------------
 
+_URL = re.compile(r"[!-~]+")  # visible ASCII
+
+
 def parse_concat(raw: bytes | None) -> tuple[str, list[str]] | None:
     """
     Parse C{Upload-Concat}.
@@ -129,6 +132,15 @@ def parse_concat(raw: bytes | None) -> tuple[str, list[str]] | None:
         urls = text[len("final;"):].split()
         if not urls:
             raise errors.InvalidConcat("Upload-Concat final lists no uploads")
+        for url in urls:
+            # Handlers split these with urlsplit, which raises ValueError on
+            # some inputs ("http://[::1"); refuse them here as a 400.
+            if not _URL.fullmatch(url):
+                raise errors.InvalidConcat(f"invalid URL in Upload-Concat: {url[:200]!r}")
+            try:
+                urlsplit(url)
+            except ValueError:
+                raise errors.InvalidConcat(f"invalid URL in Upload-Concat: {url[:200]!r}") from None
         return ("final", urls)
     raise errors.InvalidConcat()
 
@@ -244,7 +256,9 @@ INLINE_MEDIA_TYPES = frozenset({
 })
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
-_PARAMETER = re.compile(rf'\s*({_TOKEN})=({_TOKEN}|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*")\s*')
+# Quoted strings are held to visible ASCII and spaces: the Content-Type we
+# send must be ASCII, so a non-ASCII parameter makes the type unparseable.
+_PARAMETER = re.compile(rf'[ \t]*({_TOKEN})=({_TOKEN}|"(?:[ !#-\[\]-~]|\\[ -~])*")[ \t]*')
 
 
 def download_headers(metadata: dict[str, str]) -> tuple[bytes, bytes]:
