@@ -13,10 +13,13 @@ from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from txtus import errors
 from txtus.interfaces import ILock, ILocker
+
+log = Logger()
 
 
 class _Slot:
@@ -32,7 +35,12 @@ class _Slot:
     def ask_release(self) -> None:
         if not self.asked:
             self.asked = True
-            self.release_requested()
+            try:
+                self.release_requested()
+            except Exception:
+                # A broken holder must not leave the asking request queued
+                # with nobody to hand it the lock.
+                log.failure("lock-release callback failed")
 
 
 @implementer(ILocker)
