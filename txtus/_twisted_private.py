@@ -22,12 +22,17 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.http_headers import Headers
 
 
+def _channel(request: Any) -> Any:
+    # twisted.web deletes request.channel once the response is finished.
+    return getattr(request, "channel", None)
+
+
 def request_line(request: Any) -> tuple[bytes, bytes, bytes] | None:
     """
     The (method, uri, version) of a request whose headers are complete but
     whose body has not arrived, or L{None} if this channel does not tell.
     """
-    channel = request.channel
+    channel = _channel(request)
     command = getattr(channel, "_command", None)  # HTTP/1.1: HTTPChannel
     if command is not None:
         return command, channel._path, channel._version
@@ -43,7 +48,7 @@ def transport_producer(request: Any) -> Any:
     The push producer that reads the request's connection, or L{None}.
     Pausing it stops reading from the client's socket (TCP backpressure).
     """
-    channel = request.channel
+    channel = _channel(request)
     if channel is None:
         return None
     transport = getattr(channel, "transport", None)
@@ -55,7 +60,7 @@ def close_after_response(request: Any) -> None:
     Make the channel close the connection once this request's response is
     written, instead of reading the next request from the (unread) body.
     """
-    channel = request.channel
+    channel = _channel(request)
     if channel is not None and hasattr(channel, "persistent"):
         channel.persistent = False
     request.responseHeaders.setRawHeaders(b"connection", [b"close"])
@@ -67,7 +72,7 @@ def capture_trailers(request: Any) -> None:
     C{request.trailers} (a L{Headers}) just before the body ends.
     """
     request.trailers = Headers()
-    decoder = getattr(request.channel, "_transferDecoder", None)
+    decoder = getattr(_channel(request), "_transferDecoder", None)
     if decoder is None or not hasattr(decoder, "_trailerHeaders"):
         return
     finish = decoder.finishCallback
@@ -89,7 +94,7 @@ def write_informational(request: Any, code: int, reason: bytes, headers: list[tu
     @return: whether it was sent (not on other protocols, nor after the
         final response started).
     """
-    channel = request.channel
+    channel = _channel(request)
     if channel is None or request.startedWriting or getattr(channel, "_version", request.clientproto) != b"HTTP/1.1":
         return False
     transport = getattr(channel, "transport", None)

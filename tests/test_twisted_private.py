@@ -1,0 +1,232 @@
+"""
+Tests for L{txtus._twisted_private}: each private-API helper against a real
+L{HTTPChannel} fed through a L{StringTransport}, so a Twisted release that
+renames the internals they rely on fails here, loudly and in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web import http
+from twisted.web.test.requesthelper import DummyChannel
+
+from txtus import _twisted_private
+
+
+class RecordingRequest(http.Request):
+    """
+    A plain request that runs a test-supplied hook when its headers are in
+    (C{gotLength}), keeps the body chunks it is given, and answers once the
+    body is complete.
+    """
+
+    at_headers: Any = None
+    answer: Any = None
+    instances: list["RecordingRequest"] = []
+
+    def gotLength(self, length: int | None) -> None:
+        self.chunks: list[bytes] = []
+        self.seen: dict[str, Any] = {}
+        type(self).instances.append(self)
+        if self.at_headers is not None:
+            self.at_headers(self)
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self.answer is not None:
+            self.answer(self)
+        else:
+            self.setHeader(b"content-length", b"2")
+            self.write(b"ok")
+            self.finish()
+
+
+def connect(at_headers: Any = None, answer: Any = None) -> tuple[http.HTTPChannel, StringTransport]:
+    factory = type("Factory", (RecordingRequest,), {"at_headers": staticmethod(at_headers) if at_headers else None,
+                                                     "answer": staticmethod(answer) if answer else None,
+                                                     "instances": []})
+    channel = http.HTTPChannel()
+    channel.requestFactory = factory
+    channel.callLater = Clock().callLater
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.factory_class = factory  # type: ignore[attr-defined]
+    return channel, transport
+
+
+# request_line ------------------------------------------------------------
+
+
+def test_request_line_at_got_length_http11() -> None:
+    channel, _ = connect(at_headers=lambda r: r.seen.update(line=_twisted_private.request_line(r),
+                                                            method=r.method))
+    channel.dataReceived(b"PATCH /files/abc?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n")
+    request = channel.factory_class.instances[0]
+    assert request.seen["line"] == (b"PATCH", b"/files/abc?x=1", b"HTTP/1.1")
+    # The reason the helper exists: twisted.web has not set it yet.
+    assert request.seen["method"] != b"PATCH"
+
+
+def test_request_line_http10() -> None:
+    channel, _ = connect(at_headers=lambda r: r.seen.update(line=_twisted_private.request_line(r)))
+    channel.dataReceived(b"POST /up HTTP/1.0\r\nContent-Length: 1\r\n\r\n")
+    assert channel.factory_class.instances[0].seen["line"] == (b"POST", b"/up", b"HTTP/1.0")
+
+
+def test_request_line_unknown_channel() -> None:
+    """A channel that does not expose the request line gives L{None}."""
+    request = http.Request(DummyChannel())
+    assert _twisted_private.request_line(request) is None
+
+
+def test_request_line_per_pipelined_request() -> None:
+    lines = []
+    channel, transport = connect(at_headers=lambda r: lines.append(_twisted_private.request_line(r)))
+    channel.dataReceived(b"PATCH /one HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+                         b"POST /two HTTP/1.1\r\nContent-Length: 1\r\n\r\ny")
+    assert lines == [(b"PATCH", b"/one", b"HTTP/1.1"), (b"POST", b"/two", b"HTTP/1.1")]
+
+
+# transport_producer ----------------------------------------------------
+
+
+def test_transport_producer_pauses_the_socket() -> None:
+    def at_headers(request: Any) -> None:
+        producer = _twisted_private.transport_producer(request)
+        request.seen["producer"] = producer
+        producer.pauseProducing()
+
+    channel, transport = connect(at_headers=at_headers)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
+    assert channel.factory_class.instances[0].seen["producer"] is transport
+    assert transport.producerState == "paused"
+
+
+def test_transport_producer_without_channel() -> None:
+    request = http.Request(DummyChannel())
+    request.channel = None
+    assert _twisted_private.transport_producer(request) is None
+
+
+# close_after_response -----------------------------------------------------
+
+
+def answer_early(channel: http.HTTPChannel, close: bool) -> Any:
+    """Answer a PATCH whose body has only partly arrived, as txtus does."""
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    request = channel.factory_class.instances[0]
+    request.clientproto = b"HTTP/1.1"  # TusRequest sets it from request_line()
+    if close:
+        _twisted_private.close_after_response(request)
+    request.setResponseCode(409)
+    request.setHeader(b"content-length", b"0")
+    request.finish()
+    return request
+
+
+def test_close_after_response_closes() -> None:
+    """
+    Answered before its body was read, a request's remaining body bytes
+    must not be parsed as a next request: the connection closes instead.
+    """
+    channel, transport = connect()
+    answer_early(channel, close=True)
+    response = transport.value()
+    assert response.startswith(b"HTTP/1.1 409 ")
+    assert b"\r\nConnection: close\r\n" in response
+    assert not channel.persistent
+    assert transport.disconnecting
+
+
+def test_without_close_after_response_connection_stays() -> None:
+    """The control for the test above: twisted.web alone would keep it."""
+    channel, transport = connect()
+    answer_early(channel, close=False)
+    assert b"Connection: close" not in transport.value()
+    assert not transport.disconnecting
+
+
+# capture_trailers ----------------------------------------------------------
+
+
+def trailers_of(request: Any) -> list[tuple[bytes, list[bytes]]]:
+    return sorted(request.trailers.getAllRawHeaders())
+
+
+def test_capture_trailers_on_chunked_body() -> None:
+    channel, transport = connect(at_headers=_twisted_private.capture_trailers)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
+                         b"Upload-Checksum: sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=\r\nX-Other:  v \r\n\r\n")
+    request = channel.factory_class.instances[0]
+    assert b"".join(request.chunks) == b"hello world"
+    assert trailers_of(request) == [(b"Upload-Checksum", [b"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="]),
+                                    (b"X-Other", [b"v"])]
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+
+
+def test_capture_trailers_split_across_reads() -> None:
+    channel, _ = connect(at_headers=_twisted_private.capture_trailers)
+    data = (b"PATCH /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nUpload-Checksum: md5 xyz\r\n\r\n")
+    for i in range(len(data)):
+        channel.dataReceived(data[i:i + 1])
+    request = channel.factory_class.instances[0]
+    assert trailers_of(request) == [(b"Upload-Checksum", [b"md5 xyz"])]
+
+
+def test_capture_trailers_without_trailers_or_chunking() -> None:
+    channel, _ = connect(at_headers=_twisted_private.capture_trailers)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+                         b"PATCH /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nyz")
+    first, second = channel.factory_class.instances
+    assert trailers_of(first) == []
+    assert trailers_of(second) == []
+    assert b"".join(second.chunks) == b"yz"
+
+
+# write_informational --------------------------------------------------------
+
+
+def test_write_informational_before_final_response() -> None:
+    def answer(request: Any) -> None:
+        request.seen["sent"] = _twisted_private.write_informational(
+            request, 103, b"Early Hints", [(b"Link", b"</a>; rel=preload")])
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+        request.seen["after"] = _twisted_private.write_informational(request, 100, b"Continue", [])
+
+    channel, transport = connect(answer=answer)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
+    request = channel.factory_class.instances[0]
+    assert request.seen == {"sent": True, "after": False}
+    value = transport.value()
+    assert value.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n")
+
+
+def test_write_informational_at_headers() -> None:
+    """At C{gotLength} (before the body), as C{100 Continue} is sent."""
+    def at_headers(request: Any) -> None:
+        request.seen["sent"] = _twisted_private.write_informational(request, 100, b"Continue", [])
+
+    channel, transport = connect(at_headers=at_headers)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nContent-Length: 1\r\n\r\n")
+    assert channel.factory_class.instances[0].seen["sent"] is True
+    assert transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_write_informational_not_on_http10() -> None:
+    def at_headers(request: Any) -> None:
+        request.seen["sent"] = _twisted_private.write_informational(request, 100, b"Continue", [])
+
+    channel, transport = connect(at_headers=at_headers)
+    channel.dataReceived(b"PATCH /a HTTP/1.0\r\nContent-Length: 1\r\n\r\n")
+    assert channel.factory_class.instances[0].seen["sent"] is False
+    assert transport.value() == b""
