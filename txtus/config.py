@@ -42,9 +42,15 @@ class TusConfig:
     @ivar max_size: largest upload in bytes; 0 for no limit.
     @ivar network_timeout: seconds without a byte of request body before
         the request is cut (keeping what arrived).
+    @ivar expire_after: seconds after creation when an unfinished upload
+        expires (answers 410, then is removed by the cleaner); L{None} for
+        never.
+    @ivar cleanup_interval: seconds between two sweeps of the cleaner.
     @ivar behind_proxy: trust C{Forwarded} / C{X-Forwarded-*} for
         C{Location}.
-    @ivar reactor: the clock and reactor to use; L{None} for the global one.
+    @ivar reactor: the reactor to use; L{None} for the global one.
+    @ivar clock: what tells the time for expiration (an C{IReactorTime});
+        the reactor unless given.
     """
 
     composer: StoreComposer
@@ -56,13 +62,20 @@ class TusConfig:
     disable_download: bool = False
     disable_termination: bool = False
     disable_concatenation: bool = False
+    expire_after: float | None = None
+    cleanup_interval: float = 60.0
     reactor: Any = None
+    clock: Any = None
 
     def __post_init__(self) -> None:
         if self.composer is None or self.composer.core is None:
             raise ValueError("TusConfig needs a StoreComposer with a core data store")
         if self.max_size < 0:
             raise ValueError("max_size must not be negative")
+        if self.expire_after is not None and self.expire_after <= 0:
+            raise ValueError("expire_after must be positive")
+        if self.cleanup_interval <= 0:
+            raise ValueError("cleanup_interval must be positive")
         if self.network_timeout < 0:
             raise ValueError("network_timeout must not be negative")
         if not self.base_path.startswith(("http://", "https://")):
@@ -73,6 +86,8 @@ class TusConfig:
         if self.reactor is None:
             from twisted.internet import reactor
             self.reactor = reactor
+        if self.clock is None:
+            self.clock = self.reactor
 
     @property
     def absolute_base(self) -> bool:
@@ -91,6 +106,8 @@ class TusConfig:
             names.append("concatenation")
         if composer.length_deferrer is not None:
             names.append("creation-defer-length")
+        if self.expire_after is not None and composer.terminater is not None:
+            names.append("expiration")
         # Every chunk writer can roll a chunk back, so every store can
         # honour checksums.
         names += ["checksum", "checksum-trailer"]

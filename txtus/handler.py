@@ -117,7 +117,7 @@ class TusHandler:
             if get(b"upload-length") is not None or get(b"upload-defer-length") is not None:
                 raise errors.InvalidConcat("a final upload must not carry Upload-Length")
             partials = [await self._get_partial(request, url) for url in concat[1]]
-            infos = [await upload.get_info() for upload in partials]
+            infos = [await self._live_info(upload) for upload in partials]
             for info in infos:
                 if not info.is_partial:
                     raise errors.InvalidConcat(f"upload {info.id} is not a partial upload")
@@ -133,6 +133,7 @@ class TusHandler:
             raise errors.MaxSizeExceeded()
 
         info = UploadInfo(
+            expires=self._expiry(),
             size=size,
             metadata=metadata,
             is_partial=concat is not None and concat[0] == "partial",
@@ -158,7 +159,27 @@ class TusHandler:
             result.headers[b"upload-offset"] = b"%d" % offset
         elif info.size == 0:
             await self._finished(upload, info.id)
+        self._add_expires(result, info, result.headers.get(b"upload-offset"))
         return result
+
+    def _expiry(self) -> float | None:
+        if self.config.expire_after is None or self.composer.terminater is None:
+            return None
+        return self.config.clock.seconds() + self.config.expire_after
+
+    def _add_expires(self, response: Response, info: UploadInfo, offset: bytes | None) -> None:
+        """C{Upload-Expires}, on responses about an unfinished upload."""
+        stored = info.offset if offset is None else int(offset)
+        finished = info.size is not None and stored >= info.size
+        if info.expires is not None and not finished:
+            response.headers[b"upload-expires"] = headers.http_date(info.expires)
+
+    async def _live_info(self, upload: Any) -> UploadInfo:
+        """The upload's info; an expired, unfinished upload is gone (410)."""
+        info = await upload.get_info()
+        if info.expires is not None and not info.is_complete and self.config.clock.seconds() >= info.expires:
+            raise errors.UploadGone()
+        return info
 
     async def _get_partial(self, request: Any, url: str) -> Any:
         upload_id = self.id_from_url(request, url)
@@ -172,8 +193,10 @@ class TusHandler:
         upload_id = _require_id(upload_id)
         async with self._lock(upload_id, None):
             upload = await self.composer.core.get_upload(upload_id)
-            info = await upload.get_info()
+            info = await self._live_info(upload)
         result = {b"cache-control": b"no-store", b"upload-offset": b"%d" % info.offset}
+        if info.expires is not None and not info.is_complete:
+            result[b"upload-expires"] = headers.http_date(info.expires)
         if info.size is None:
             result[b"upload-defer-length"] = b"1"
         else:
@@ -198,7 +221,7 @@ class TusHandler:
         new_length = _first(get(b"upload-length"))
         async with self._lock(upload_id, body):
             upload = await self.composer.core.get_upload(upload_id)
-            info = await upload.get_info()
+            info = await self._live_info(upload)
             if info.is_final:
                 raise errors.ModifyFinal()
             if offset != info.offset:
@@ -210,7 +233,9 @@ class TusHandler:
                     await self._finished(upload, info.id)
                 return Response(204, {b"upload-offset": b"%d" % info.offset})
             offset = await self._receive(request, upload, info, offset, body)
-        return Response(204, {b"upload-offset": b"%d" % offset})
+        result = Response(204, {b"upload-offset": b"%d" % offset})
+        self._add_expires(result, info, result.headers[b"upload-offset"])
+        return result
 
     async def _declare_length(self, upload: Any, info: UploadInfo, raw: bytes) -> None:
         deferrer = self.composer.length_deferrer
@@ -293,7 +318,7 @@ class TusHandler:
             raise errors.DownloadDisabled(headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS"})
         async with self._lock(upload_id, None):
             upload = await self.composer.core.get_upload(upload_id)
-            info = await upload.get_info()
+            info = await self._live_info(upload)
         content_type, disposition = headers.download_headers(info.metadata)
         result = {b"content-type": content_type, b"content-disposition": disposition,
                   b"content-length": b"%d" % info.offset}

@@ -28,6 +28,12 @@ class _Root(Resource):
     def render_HEAD(self, request: Any) -> bytes:
         return self.render_GET(request)
 
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        # "/" arrives as the child b"" of the root; serve the greeting there.
+        if path == b"" and not request.postpath:
+            return self
+        return super().getChild(path, request)
+
 
 def mount(root: Resource, path: str, resource: Resource) -> None:
     """Put C{resource} at C{path} (e.g. C{/files/}) below C{root}."""
@@ -60,10 +66,15 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
 def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> MultiService:
     """
     An C{IService} listening on each endpoint string in C{ports} (such as
-    C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}).
+    C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}), with the
+    expiration cleaner when uploads expire.
     """
     site = make_site(config, root)
     service = MultiService()
+    composer = config.composer
+    if config.expire_after is not None and composer.lister is not None and composer.terminater is not None:
+        from txtus.expiration import ExpirationCleaner
+        ExpirationCleaner(config).setServiceParent(service)
     for description in ports:
         strports.service(description, site, reactor=config.reactor).setServiceParent(service)
     service.site = site  # type: ignore[attr-defined]

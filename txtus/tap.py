@@ -23,6 +23,18 @@ _UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
           "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
 
 
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?")
+_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """C{"90"}, C{"90s"}, C{"30m"}, C{"24h"}, C{"7d"} -> seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
 def parse_size(text: str) -> int:
     """C{"1048576"}, C{"100MB"}, C{"1GiB"} -> bytes."""
     match = _SIZE.fullmatch(text.strip())
@@ -44,6 +56,8 @@ class Options(usage.Options):
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
+        ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
+        ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
     ]
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
@@ -78,6 +92,15 @@ class Options(usage.Options):
             if value < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
             self[name] = value
+        for name in ("expire-after", "cleanup-interval"):
+            if self[name] is None:
+                continue
+            try:
+                self[name] = parse_duration(self[name])
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}: {e}")
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
         if self["fsync"] not in FSYNC_POLICIES:
             raise usage.UsageError(f"--fsync must be one of: {', '.join(FSYNC_POLICIES)}")
         origin = self["cors-origin"]
@@ -110,6 +133,8 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         disable_download=options["disable-download"],
         disable_termination=options["disable-termination"],
         disable_concatenation=options["disable-concatenation"],
+        expire_after=options["expire-after"],
+        cleanup_interval=options["cleanup-interval"],
         reactor=reactor,
     )
 

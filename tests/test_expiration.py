@@ -1,0 +1,139 @@
+"""
+The expiration extension: Upload-Expires on creation and PATCH, 410 for an
+expired unfinished upload, and the cleaner that removes it (under its lock,
+surviving restarts because expiry lives in the .info file).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest_twisted
+import treq
+from twisted.internet.task import Clock
+
+from txtus import StoreComposer, TusConfig, FileStore, MemoryLocker
+from txtus.expiration import ExpirationCleaner
+from txtus.headers import http_date
+from txtus.info import UploadInfo
+from txtus.tap import Options
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+
+
+def started_clock(now: float = 1_700_000_000.0) -> Clock:
+    clock = Clock()
+    clock.advance(now)
+    return clock
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_expires_headers_and_410(server_factory):
+    clock = started_clock()
+    server = await server_factory(expire_after=3600, clock=clock)
+    response = await treq.request("OPTIONS", server.url)
+    assert "expiration" in response.headers.getRawHeaders("tus-extension")[0].split(",")
+
+    response = await treq.post(server.url, headers={**TUS, "Upload-Length": "10"})
+    expected = http_date(clock.seconds() + 3600).decode()
+    assert response.headers.getRawHeaders("upload-expires") == [expected]
+    location = response.headers.getRawHeaders("location")[0]
+
+    response = await treq.patch(location, b"hello", headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTETS})
+    assert response.code == 204
+    assert response.headers.getRawHeaders("upload-expires") == [expected]
+    response = await treq.head(location, headers=TUS)
+    assert response.headers.getRawHeaders("upload-expires") == [expected]
+
+    clock.advance(3600)
+    response = await treq.head(location, headers=TUS)
+    assert response.code == 410
+    response = await treq.patch(location, b"world", headers={**TUS, "Upload-Offset": "5", "Content-Type": OCTETS})
+    assert response.code == 410
+    assert (await response.text()).startswith("ERR_UPLOAD_EXPIRED")
+
+
+@pytest_twisted.ensureDeferred
+async def test_finished_uploads_do_not_expire(server_factory):
+    clock = started_clock()
+    server = await server_factory(expire_after=60, clock=clock)
+    response = await treq.post(server.url, b"hello", headers={
+        **TUS, "Upload-Length": "5", "Content-Type": OCTETS})
+    assert response.code == 201
+    assert response.headers.getRawHeaders("upload-expires") is None
+    location = response.headers.getRawHeaders("location")[0]
+    clock.advance(120)
+    response = await treq.head(location, headers=TUS)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("upload-expires") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_expiration_without_the_option(server):
+    response = await treq.request("OPTIONS", server.url)
+    assert "expiration" not in response.headers.getRawHeaders("tus-extension")[0].split(",")
+    response = await treq.post(server.url, headers={**TUS, "Upload-Length": "10"})
+    assert response.headers.getRawHeaders("upload-expires") is None
+
+
+def make_config(path, clock, locker=None) -> TusConfig:
+    composer = StoreComposer()
+    FileStore(str(path)).use_in(composer)
+    if locker is not None:
+        locker.use_in(composer)
+    return TusConfig(composer=composer, expire_after=100, cleanup_interval=10, reactor=clock, clock=clock)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cleaner_removes_only_expired_unfinished_uploads(tmp_path):
+    clock = started_clock()
+    config = make_config(tmp_path, clock)
+    store = config.composer.core
+    old = await store.new_upload(UploadInfo(size=10, expires=clock.seconds() + 100))
+    done = await store.new_upload(UploadInfo(size=0, expires=clock.seconds() + 100))
+    fresh = await store.new_upload(UploadInfo(size=10, expires=clock.seconds() + 500))
+    forever = await store.new_upload(UploadInfo(size=10))
+    cleaner = ExpirationCleaner(config)
+    assert await cleaner.sweep() == []
+    clock.advance(200)
+    assert await cleaner.sweep() == [old.id]
+    remaining = sorted(await store.list_upload_ids())
+    assert remaining == sorted([done.id, fresh.id, forever.id])
+    assert not os.path.exists(store.data_path(old.id))
+
+
+@pytest_twisted.ensureDeferred
+async def test_cleaner_waits_for_the_lock_and_asks_holder_to_release(tmp_path):
+    clock = started_clock()
+    locker = MemoryLocker(reactor=clock)
+    config = make_config(tmp_path, clock, locker)
+    store = config.composer.core
+    upload = await store.new_upload(UploadInfo(size=10, expires=clock.seconds() + 100))
+    released = []
+    lock = await locker.lock(upload.id, lambda: released.append(True))
+    clock.advance(200)
+    sweep = ExpirationCleaner(config).sweep()
+    assert released == [True]
+    assert not sweep.called
+    assert os.path.exists(store.data_path(upload.id))
+    await lock.unlock()
+    assert await sweep == [upload.id]
+    assert not os.path.exists(store.data_path(upload.id))
+
+
+@pytest_twisted.ensureDeferred
+async def test_expiry_survives_a_restart(tmp_path):
+    clock = started_clock()
+    upload = await make_config(tmp_path, clock).composer.core.new_upload(
+        UploadInfo(size=10, expires=clock.seconds() + 100))
+    clock.advance(150)
+    # A new store and cleaner on the same directory: a restarted server.
+    assert await ExpirationCleaner(make_config(tmp_path, clock)).sweep() == [upload.id]
+
+
+def test_cli_durations(tmp_path):
+    options = Options()
+    options.parseOptions(["--path", str(tmp_path), "--expire-after", "24h", "--cleanup-interval", "90s"])
+    assert options["expire-after"] == 86400
+    assert options["cleanup-interval"] == 90

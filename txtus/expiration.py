@@ -1,0 +1,90 @@
+"""
+The expiration cleaner: a timer service that removes unfinished uploads
+whose C{Upload-Expires} has passed, through the store's terminater.
+
+Expiry lives in each upload's info (C{Expires} in a file store's C{.info}),
+so it survives restarts.  The cleaner takes each upload's lock before
+removing it, so it never pulls an upload out from under a request; taking
+the lock asks an in-flight PATCH of an expired upload to stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from txtus import errors
+from txtus.config import TusConfig
+
+log = Logger()
+
+
+class ExpirationCleaner(TimerService):
+    """
+    Sweeps the store every C{config.cleanup_interval} seconds.  Needs a
+    composer with a lister and a terminater.
+    """
+
+    def __init__(self, config: TusConfig) -> None:
+        composer = config.composer
+        if config.expire_after is None or composer.lister is None or composer.terminater is None:
+            raise ValueError("the cleaner needs expire_after, an upload lister and a terminater")
+        self.config = config
+        self._sweeping: Deferred | None = None
+        super().__init__(config.cleanup_interval, self.sweep)
+        self.clock = config.clock
+
+    def sweep(self) -> Deferred:
+        """
+        Remove every expired unfinished upload once.
+
+        @return: a Deferred firing with the list of removed upload IDs.
+        """
+        if self._sweeping is not None:
+            return self._sweeping  # a slow sweep is still running
+        self._sweeping = ensureDeferred(self._sweep())
+
+        def done(result: Any) -> Any:
+            self._sweeping = None
+            return result
+
+        return self._sweeping.addBoth(done)
+
+    async def _sweep(self) -> list[str]:
+        composer = self.config.composer
+        removed = []
+        for upload_id in await composer.lister.list_upload_ids():
+            try:
+                if await self._remove_if_expired(upload_id):
+                    removed.append(upload_id)
+            except errors.UploadNotFound:
+                pass
+            except Exception:
+                log.failure("expiration: could not check upload {upload_id}", upload_id=upload_id)
+        return removed
+
+    async def _remove_if_expired(self, upload_id: str) -> bool:
+        composer = self.config.composer
+        if not await self._expired(upload_id):
+            return False
+        lock = None
+        if composer.locker is not None:
+            lock = await composer.locker.lock(upload_id, lambda: None)
+        try:
+            if not await self._expired(upload_id):
+                return False
+            upload = await composer.core.get_upload(upload_id)
+            await composer.terminater.terminate(upload)
+        finally:
+            if lock is not None:
+                await lock.unlock()
+        log.info("upload {upload_id} expired and was removed", upload_id=upload_id)
+        return True
+
+    async def _expired(self, upload_id: str) -> bool:
+        upload = await self.config.composer.core.get_upload(upload_id)
+        info = await upload.get_info()
+        return info.expires is not None and not info.is_complete and self.clock.seconds() >= info.expires
