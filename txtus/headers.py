@@ -201,7 +201,9 @@ def is_valid_upload_id(upload_id: str) -> bool:
 # Forwarded / X-Forwarded-* -------------------------------------------------
 
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-_FORWARDED_HOST = re.compile(r'(?:^|[;,\s])host="?([^";,\s]+)', re.IGNORECASE)
+# A quoted host is taken whole (up to its closing quote), so that
+# host="evil.com x" is refused rather than read as evil.com.
+_FORWARDED_HOST = re.compile(r'(?:^|[;,\s])host=(?:"([^"]*)"|([^";,\s]*))', re.IGNORECASE)
 _FORWARDED_PROTO = re.compile(r'(?:^|[;,\s])proto="?(https?)"?(?:$|[;,\s])', re.IGNORECASE)
 
 
@@ -230,8 +232,10 @@ def forwarded_origin(forwarded: bytes | None, x_host: bytes | None,
     if forwarded:
         first = forwarded.decode("latin-1").split(",")[0]
         match = _FORWARDED_HOST.search(first)
-        if match and clean_host(match.group(1)):
-            host = match.group(1)
+        if match:
+            candidate = clean_host(match.group(1) if match.group(1) is not None else match.group(2))
+            if candidate:
+                host = candidate
         match = _FORWARDED_PROTO.search(first)
         if match:
             scheme = match.group(1).lower()
