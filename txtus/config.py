@@ -103,7 +103,7 @@ class TusConfig:
         if composer.terminater is not None and not self.disable_termination:
             names.append("termination")
         if composer.concater is not None and not self.disable_concatenation:
-            names.append("concatenation")
+            names += ["concatenation", "concatenation-unfinished"]
         if composer.length_deferrer is not None:
             names.append("creation-defer-length")
         if self.expire_after is not None and composer.terminater is not None:

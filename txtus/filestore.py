@@ -165,13 +165,17 @@ class FileStore:
         time so a large concatenation does not stall the reactor.
         """
         def copy():
-            with open(self.data_path(final.id), "ab") as target:
+            # Not O_APPEND: copy_file_range refuses appending targets.
+            with open(self.data_path(final.id), "r+b") as target:
+                position = os.fstat(target.fileno()).st_size
                 for partial in partials:
                     with open(self.data_path(partial.id), "rb") as source:
                         size = os.fstat(source.fileno()).st_size
                         copied = 0
                         while copied < size:
-                            copied += _copy_range(source.fileno(), target.fileno(), copied, size - copied)
+                            step = _copy_range(source.fileno(), target.fileno(), copied, position, size - copied)
+                            copied += step
+                            position += step
                             yield None
                 if self.fsync != "never":
                     os.fsync(target.fileno())
@@ -200,14 +204,14 @@ class FileStore:
 _COPY_SLICE = 16 * 1024 * 1024
 
 
-def _copy_range(source: int, target: int, offset: int, count: int) -> int:
+def _copy_range(source: int, target: int, offset: int, target_offset: int, count: int) -> int:
     count = min(count, _COPY_SLICE)
     try:
-        copied = os.copy_file_range(source, target, count, offset)
+        copied = os.copy_file_range(source, target, count, offset, target_offset)
     except (AttributeError, OSError) as e:
         if isinstance(e, OSError) and e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
-        copied = os.write(target, os.pread(source, min(count, 1 << 20), offset))
+        copied = os.pwrite(target, os.pread(source, min(count, 1 << 20), offset), target_offset)
     if copied == 0:
         raise OSError(errno.EIO, "partial upload shrank while being concatenated")
     return copied

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from txtus import checksum, errors, headers
 from txtus.body import BodyEnd
+from txtus.concat import Concatenation
 from txtus.config import TusConfig
 from txtus.info import UploadInfo
 
@@ -88,6 +89,7 @@ class TusHandler:
         self.config = config
         self.composer = config.composer
         self.extensions = ",".join(config.extensions()).encode("ascii")
+        self.concatenation = Concatenation(self.composer, self._lock)
 
     # OPTIONS -----------------------------------------------------------
 
@@ -117,13 +119,7 @@ class TusHandler:
             if get(b"upload-length") is not None or get(b"upload-defer-length") is not None:
                 raise errors.InvalidConcat("a final upload must not carry Upload-Length")
             partials = [await self._get_partial(request, url) for url in concat[1]]
-            infos = [await self._live_info(upload) for upload in partials]
-            for info in infos:
-                if not info.is_partial:
-                    raise errors.InvalidConcat(f"upload {info.id} is not a partial upload")
-                if not info.is_complete:
-                    raise errors.UploadNotFinished()
-            size: int | None = sum(info.size or 0 for info in infos)
+            size: int | None = await self.concatenation.check_partials(partials, self._live_info)
         else:
             defer = get(b"upload-defer-length")
             if defer is not None and self.composer.length_deferrer is None:
@@ -133,7 +129,7 @@ class TusHandler:
             raise errors.MaxSizeExceeded()
 
         info = UploadInfo(
-            expires=self._expiry(),
+            expires=None if concat is not None and concat[0] == "final" else self._expiry(),
             size=size,
             metadata=metadata,
             is_partial=concat is not None and concat[0] == "partial",
@@ -148,8 +144,8 @@ class TusHandler:
         result = Response(201, {b"location": location})
 
         if info.is_final:
-            await self.composer.concater.concat_uploads(upload, partials)
-            await self._finished(upload, info.id)
+            async with self._lock(info.id, None):
+                await self.concatenation.start(upload, info, partials, self._finished)
         elif with_body:
             try:
                 offset = await self._locked_receive(request, upload, info, 0, body)
@@ -175,10 +171,16 @@ class TusHandler:
             response.headers[b"upload-expires"] = headers.http_date(info.expires)
 
     async def _live_info(self, upload: Any) -> UploadInfo:
-        """The upload's info; an expired, unfinished upload is gone (410)."""
+        """
+        The upload's info, for a caller holding its lock.  An expired,
+        unfinished upload is gone (410); a final upload whose partials have
+        all finished (perhaps before a restart) is completed first.
+        """
         info = await upload.get_info()
         if info.expires is not None and not info.is_complete and self.config.clock.seconds() >= info.expires:
             raise errors.UploadGone()
+        if info.is_final and not info.is_complete:
+            info = await self.concatenation.complete(upload, info, self._finished) or info
         return info
 
     async def _get_partial(self, request: Any, url: str) -> Any:
@@ -194,7 +196,10 @@ class TusHandler:
         async with self._lock(upload_id, None):
             upload = await self.composer.core.get_upload(upload_id)
             info = await self._live_info(upload)
-        result = {b"cache-control": b"no-store", b"upload-offset": b"%d" % info.offset}
+        result = {b"cache-control": b"no-store"}
+        if not info.is_final or info.is_complete:
+            # A final upload has no offset until it is concatenated.
+            result[b"upload-offset"] = b"%d" % info.offset
         if info.expires is not None and not info.is_complete:
             result[b"upload-expires"] = headers.http_date(info.expires)
         if info.size is None:
@@ -295,6 +300,7 @@ class TusHandler:
     async def _finished(self, upload: Any, upload_id: str) -> None:
         await upload.finish()
         log.info("upload {upload_id} finished", upload_id=upload_id)
+        await self.concatenation.partial_finished(upload_id, self._finished)
 
     # DELETE ------------------------------------------------------------
 

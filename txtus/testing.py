@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from txtus.composer import StoreComposer
@@ -33,7 +33,8 @@ class RunningServer:
     extra: dict = field(default_factory=dict)
 
     def stop(self) -> Deferred:
-        return self.port.stopListening()
+        """Stop listening; safe to call more than once."""
+        return maybeDeferred(self.port.stopListening)
 
 
 @inlineCallbacks

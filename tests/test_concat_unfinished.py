@@ -1,0 +1,91 @@
+"""
+concatenation-unfinished: a final upload created while its partials are
+still uploading completes when the last partial does; until then HEAD
+shows no Upload-Offset.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+import treq
+
+from txtus.testing import start_server
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+
+
+async def create(url: str, **headers: str) -> str:
+    response = await treq.post(url, headers={**TUS, **headers})
+    assert response.code == 201, await response.text()
+    return response.headers.getRawHeaders("location")[0]
+
+
+async def patch(location: str, offset: int, data: bytes) -> int:
+    response = await treq.patch(location, data, headers={**TUS, "Upload-Offset": str(offset), "Content-Type": OCTETS})
+    await response.content()
+    return response.code
+
+
+async def head(location: str):
+    response = await treq.head(location, headers=TUS)
+    return response.code, response.headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_final_completes_when_last_partial_finishes(server):
+    response = await treq.request("OPTIONS", server.url)
+    assert "concatenation-unfinished" in response.headers.getRawHeaders("tus-extension")[0].split(",")
+    a = await create(server.url, **{"Upload-Length": "5", "Upload-Concat": "partial"})
+    b = await create(server.url, **{"Upload-Length": "6", "Upload-Concat": "partial"})
+    assert await patch(a, 0, b"hello") == 204
+    relative_b = b.split(str(server.port_number), 1)[1]
+    final = await create(server.url, **{"Upload-Concat": f"final;{a} {relative_b}",
+                                        "Upload-Metadata": "filename YWIudHh0"})
+    code, headers = await head(final)
+    assert code == 200
+    assert headers.getRawHeaders("upload-offset") is None
+    assert headers.getRawHeaders("upload-length") == ["11"]
+    assert headers.getRawHeaders("upload-concat")[0].startswith("final;")
+    assert await patch(final, 0, b"x") == 403
+
+    assert await patch(b, 0, b" world") == 204
+    code, headers = await head(final)
+    assert headers.getRawHeaders("upload-offset") == ["11"]
+    final_id = final.rsplit("/", 1)[1]
+    with open(server.store.data_path(final_id), "rb") as f:
+        assert f.read() == b"hello world"
+    response = await treq.get(final)
+    assert await response.content() == b"hello world"
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_final_completes_after_restart(server_factory, upload_dir):
+    first = await server_factory()
+    a = await create(first.url, **{"Upload-Length": "3", "Upload-Concat": "partial"})
+    final = await create(first.url, **{"Upload-Concat": f"final;{a}"})
+    path_a = a.split(str(first.port_number), 1)[1]
+    path_final = final.split(str(first.port_number), 1)[1]
+    await first.stop()
+    # A new process knows nothing of the waiting final...
+    second = await server_factory()
+    base = f"http://127.0.0.1:{second.port_number}"
+    assert await patch(base + path_a, 0, b"abc") == 204
+    # ...and completes it when the final is looked at.
+    code, headers = await head(base + path_final)
+    assert headers.getRawHeaders("upload-offset") == ["3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_final_needs_partials_of_known_length(server):
+    a = await create(server.url, **{"Upload-Defer-Length": "1", "Upload-Concat": "partial"})
+    response = await treq.post(server.url, headers={**TUS, "Upload-Concat": f"final;{a}"})
+    assert response.code == 400
+    assert (await response.text()).startswith("ERR_INVALID_CONCAT")
+
+
+@pytest_twisted.ensureDeferred
+async def test_final_of_non_partial_is_refused(server):
+    plain = await create(server.url, **{"Upload-Length": "3"})
+    response = await treq.post(server.url, headers={**TUS, "Upload-Concat": f"final;{plain}"})
+    assert response.code == 400
