@@ -1,0 +1,343 @@
+"""
+PATCH, after tusd's patch_test.go and its end-to-end tests, against a real
+server: chunk rules, deferred lengths, bodies that overflow or are cut off,
+and a PATCH interrupted by a request for the same upload.
+"""
+
+import os
+
+import pytest
+import pytest_twisted
+import treq
+
+from tushttp import (
+    OCTET, TUS, chunked, connect, create, expect_error, head, header, patch, raw_request,
+    request_bytes, stored, upload_id, wait_for,
+)
+
+
+def _path(url):
+    return "/" + url.split("/", 3)[3]
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_chunks(server):
+    location = await create(server, 10)
+    first = await patch(location, 0, b"hello")
+    assert (first.code, first.text_body) == (204, "")
+    assert header(first, "upload-offset") == "5"
+    second = await patch(location, 5, b"world")
+    assert (second.code, second.text_body) == (204, "")
+    assert header(second, "upload-offset") == "10"
+    assert stored(server, location) == b"helloworld"
+    response = await treq.get(location)
+    assert await response.content() == b"helloworld"
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_chunk(server):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    location = await create(server, len(data))
+    response = await patch(location, 0, data)
+    assert response.code == 204
+    assert header(response, "upload-offset") == str(len(data))
+    assert stored(server, location) == data
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
+async def test_method_override(server, method):
+    location = await create(server, 5)
+    response = await treq.request(method, location, data=b"hello", headers={
+        **TUS, "X-HTTP-Method-Override": "PATCH", "Upload-Offset": "0", "Content-Type": OCTET})
+    assert await response.content() == b""
+    assert response.code == 204
+    assert header(response, "upload-offset") == "5"
+    assert stored(server, location) == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunk_to_finished_upload(server):
+    location = await create(server, 20, b"x" * 20)
+    response = await patch(location, 20, b"")
+    assert response.code == 204
+    assert header(response, "upload-offset") == "20"
+    assert stored(server, location) == b"x" * 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_not_found(server):
+    response = await treq.patch(server.url + "0123456789abcdef", b"hello", headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET})
+    await expect_error(response, 404, "ERR_UPLOAD_NOT_FOUND")
+    assert os.listdir(server.store.path) == []
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("offset", [4, 6, 0, 100])
+async def test_mismatching_offset(server, offset):
+    location = await create(server, 20, b"hello")
+    response = await treq.patch(location, b"world", headers={
+        **TUS, "Upload-Offset": str(offset), "Content-Type": OCTET})
+    await expect_error(response, 409, "ERR_MISMATCHED_OFFSET")
+    assert stored(server, location) == b"hello"
+    assert header(await head(location), "upload-offset") == "5"
+
+
+@pytest_twisted.ensureDeferred
+async def test_exceeding_upload_length(server):
+    location = await create(server, 10, b"hello")
+    response = await treq.patch(location, b"world!", headers={
+        **TUS, "Upload-Offset": "5", "Content-Type": OCTET})
+    await expect_error(response, 413, "ERR_UPLOAD_SIZE_EXCEEDED")
+    assert header(await head(location), "upload-offset") == "5"
+    assert stored(server, location) == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("content_type", [None, "application/fail", "application/octet-stream",
+                                          "text/plain", "application/offset+octet-streamx"])
+async def test_invalid_content_type(server, content_type):
+    """The spec asks for 415 here (tusd answers 400)."""
+    location = await create(server, 10)
+    headers = {**TUS, "Upload-Offset": "0"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = await treq.patch(location, b"hello", headers=headers)
+    await expect_error(response, 415, "ERR_INVALID_CONTENT_TYPE")
+    assert stored(server, location) == b""
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("offset", [None, "-5", "abc", "", "1.0", "0x0", "+0"])
+async def test_invalid_offset(server, offset):
+    location = await create(server, 10)
+    headers = {**TUS, "Content-Type": OCTET}
+    if offset is not None:
+        headers["Upload-Offset"] = offset
+    response = await treq.patch(location, b"hello", headers=headers)
+    await expect_error(response, 400, "ERR_INVALID_OFFSET")
+    assert stored(server, location) == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_patch_on_creation_url(server):
+    response = await treq.patch(server.url, b"hello", headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET})
+    await expect_error(response, 405, "ERR_METHOD_NOT_ALLOWED")
+
+
+@pytest_twisted.ensureDeferred
+async def test_overflow_without_length(server):
+    """
+    A chunked body longer than the rest of the upload: exactly the missing
+    bytes are stored, the upload is finished, and the answer is 413.
+    """
+    location = await create(server, 20, b"01234")
+    body = b"abcdefghijklmnopqrstuvwxyz"
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "5", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        chunked(body[:9], body[9:18], body[18:])))
+    assert raw.status == 413
+    assert raw.text == "ERR_UPLOAD_SIZE_EXCEEDED: upload's size exceeded\n"
+    assert stored(server, location) == b"01234" + body[:15]
+    status = await head(location)
+    assert header(status, "upload-offset") == header(status, "upload-length") == "20"
+    response = await treq.get(location)
+    assert await response.content() == b"01234abcdefghijklmno"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body(server):
+    location = await create(server, 26)
+    body = b"abcdefghijklmnopqrstuvwxyz"
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        chunked(body[:1], body[1:20], body[20:])))
+    assert raw.status == 204
+    assert raw.header("upload-offset") == "26"
+    assert stored(server, location) == body
+
+
+# Deferred length -----------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_declare_length_on_final_chunk(server):
+    location = await create(server, None, b"01234")
+    response = await patch(location, 5, b"x" * 15, headers={"Upload-Length": "20"})
+    assert response.code == 204
+    assert header(response, "upload-offset") == "20"
+    status = await head(location)
+    assert header(status, "upload-length") == "20"
+    assert header(status, "upload-defer-length") is None
+    assert stored(server, location) == b"01234" + b"x" * 15
+
+
+@pytest_twisted.ensureDeferred
+async def test_declare_length_after_final_chunk(server):
+    location = await create(server, None, b"x" * 20)
+    response = await patch(location, 20, b"", headers={"Upload-Length": "20"})
+    assert response.code == 204
+    assert header(response, "upload-offset") == "20"
+    status = await head(location)
+    assert header(status, "upload-length") == "20"
+    assert server.store.read_info(upload_id(location)).size == 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_declare_length_on_non_final_chunk(server):
+    location = await create(server, None)
+    response = await patch(location, 0, b"hello", headers={"Upload-Length": "20"})
+    assert response.code == 204
+    assert header(response, "upload-offset") == "5"
+    assert header(await head(location), "upload-length") == "20"
+    response = await patch(location, 5, b"y" * 15)
+    assert header(response, "upload-offset") == "20"
+    status = await head(location)
+    assert header(status, "upload-offset") == header(status, "upload-length") == "20"
+
+
+@pytest_twisted.ensureDeferred
+async def test_length_cannot_change(server):
+    location = await create(server, None)
+    assert (await patch(location, 0, b"he", headers={"Upload-Length": "20"})).code == 204
+    response = await patch(location, 2, b"llo", headers={"Upload-Length": "30"})
+    assert response.code == 400, response.text_body
+    assert response.text_body.startswith("ERR_INVALID_UPLOAD_LENGTH: ")
+    assert header(await head(location), "upload-length") == "20"
+    assert stored(server, location) == b"he"
+
+
+@pytest_twisted.ensureDeferred
+async def test_declared_length_below_offset(server):
+    location = await create(server, None, b"hello")
+    response = await patch(location, 5, b"", headers={"Upload-Length": "3"})
+    assert response.code == 400
+    assert response.text_body.startswith("ERR_INVALID_UPLOAD_LENGTH: ")
+    assert header(await head(location), "upload-defer-length") == "1"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("length", ["-1", "abc", ""])
+async def test_declared_length_invalid(server, length):
+    location = await create(server, None)
+    response = await patch(location, 0, b"he", headers={"Upload-Length": length})
+    assert response.code == 400
+    assert response.text_body.startswith("ERR_INVALID_UPLOAD_LENGTH: ")
+    assert stored(server, location) == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_declared_length_above_max_size(server_factory):
+    server = await server_factory(max_size=10)
+    location = await create(server, None)
+    response = await patch(location, 0, b"he", headers={"Upload-Length": "11"})
+    assert response.code == 413
+    assert response.text_body.startswith("ERR_MAX_SIZE_EXCEEDED: ")
+    assert header(await head(location), "upload-defer-length") == "1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deferred_upload_limited_by_max_size(server_factory):
+    server = await server_factory(max_size=10)
+    location = await create(server, None, b"hello")
+    response = await patch(location, 5, b"world!")
+    assert response.code == 413
+    assert response.text_body.startswith("ERR_UPLOAD_SIZE_EXCEEDED: ")
+    assert header(await head(location), "upload-offset") == "5"
+    response = await patch(location, 5, b"world")
+    assert header(response, "upload-offset") == "10"
+
+
+# Expect: 100-continue ------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_expect_continue(server):
+    location = await create(server, 5)
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": "5",
+            "Expect": "100-continue"}))
+        await wait_for(_async(lambda: b"100 Continue" in connection.received))
+        connection.write(b"hello")
+        raw = await connection.response()
+        assert raw.interim == [100]
+        assert raw.status == 204
+        assert raw.header("upload-offset") == "5"
+    finally:
+        connection.close()
+        await connection.wait_closed()
+    assert stored(server, location) == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_expect_continue_refused(server):
+    """A PATCH that will be refused gets its answer instead of a 100."""
+    location = await create(server, 5)
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "3", "Content-Type": OCTET, "Content-Length": "5",
+            "Expect": "100-continue"}))
+        raw = await connection.response()
+        assert raw.interim == []
+        assert raw.status == 409
+    finally:
+        connection.close()
+        await connection.wait_closed()
+    assert stored(server, location) == b""
+
+
+def _async(predicate):
+    async def check():
+        return predicate()
+    return check
+
+
+# Interrupted bodies --------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_close_keeps_received_bytes(server):
+    location = await create(server, 10)
+    connection = await connect(server)
+    connection.write(request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": "10"}) + b"0123")
+    await wait_for(_async(lambda: os.path.getsize(server.store.data_path(upload_id(location))) == 4))
+    connection.close()
+    await connection.wait_closed()
+
+    async def offset_is_4():
+        return header(await head(location), "upload-offset") == "4"
+    await wait_for(offset_is_4)
+    assert stored(server, location) == b"0123"
+    response = await patch(location, 4, b"456789")
+    assert header(response, "upload-offset") == "10"
+    assert stored(server, location) == b"0123456789"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lock_release_interrupts_patch(server):
+    """
+    A HEAD for an upload whose PATCH is stalled asks the PATCH to give the
+    lock up: the PATCH ends with ERR_UPLOAD_INTERRUPTED keeping its bytes,
+    and the HEAD sees them.
+    """
+    location = await create(server, 10)
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": "10"}) + b"abc")
+        await wait_for(_async(lambda: os.path.getsize(server.store.data_path(upload_id(location))) == 3))
+        status = await head(location)
+        assert status.code == 200
+        assert header(status, "upload-offset") == "3"
+        raw = await connection.response()
+        assert raw.status == 400
+        assert raw.text.startswith("ERR_UPLOAD_INTERRUPTED: ")
+    finally:
+        connection.close()
+        await connection.wait_closed()
+    assert stored(server, location) == b"abc"
+    response = await patch(location, 3, b"defghij")
+    assert header(response, "upload-offset") == "10"
