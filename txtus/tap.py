@@ -15,6 +15,7 @@ from twisted.python import usage
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
 from txtus.filestore import FSYNC_POLICIES, FileStore
+from txtus.filelocker import FileLocker
 from txtus.lockers import MemoryLocker
 from txtus.service import make_service
 
@@ -33,6 +34,9 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"not a duration: {text!r}")
     return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+LOCKERS = ("file", "memory")
 
 
 def parse_size(text: str) -> int:
@@ -56,6 +60,7 @@ class Options(usage.Options):
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
+        ["locker", None, "file", "Upload locks: file (flock in --path, safe for several processes sharing it) or memory (one process only)."],
         ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
         ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
     ]
@@ -101,6 +106,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name}: {e}")
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if self["locker"] not in LOCKERS:
+            raise usage.UsageError(f"--locker must be one of: {', '.join(LOCKERS)}")
         if self["fsync"] not in FSYNC_POLICIES:
             raise usage.UsageError(f"--fsync must be one of: {', '.join(FSYNC_POLICIES)}")
         origin = self["cors-origin"]
@@ -122,7 +129,11 @@ class Options(usage.Options):
 def build_config(options: Options, reactor: Any = None) -> TusConfig:
     composer = StoreComposer()
     FileStore(options["path"], fsync=options["fsync"]).use_in(composer)
-    MemoryLocker(acquire_timeout=options["acquire-lock-timeout"], reactor=reactor).use_in(composer)
+    timeout = options["acquire-lock-timeout"]
+    if options["locker"] == "memory":
+        MemoryLocker(acquire_timeout=timeout, reactor=reactor).use_in(composer)
+    else:
+        FileLocker(options["path"], acquire_timeout=timeout, reactor=reactor).use_in(composer)
     return TusConfig(
         composer=composer,
         base_path=options["base-path"],
