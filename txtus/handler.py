@@ -326,10 +326,11 @@ class TusHandler:
             upload = await self.composer.core.get_upload(upload_id)
             info = await self._live_info(upload)
         content_type, disposition = headers.download_headers(info.metadata)
-        result = {b"content-type": content_type, b"content-disposition": disposition,
-                  b"content-length": b"%d" % info.offset}
+        result = {b"content-type": content_type, b"content-disposition": disposition}
         if info.offset == 0:
+            # RFC 9110 8.6: a 204 carries no Content-Length (tusd sends 0).
             return Response(204, result)
+        result[b"content-length"] = b"%d" % info.offset
         length = info.offset
         return Response(200, result, send=lambda consumer: reader.send_content(upload, consumer, 0, length))
 

@@ -1,0 +1,136 @@
+"""
+GET (download), after tusd's get_test.go: what has arrived so far is
+served, with a Content-Type / Content-Disposition that cannot make a browser
+run uploaded script.
+"""
+
+import base64
+import os
+
+import pytest
+import pytest_twisted
+import treq
+
+from tushttp import TUS, create, expect_error, header, patch, raw_request, request_bytes
+
+
+def metadata(**values):
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+@pytest_twisted.ensureDeferred
+async def test_download(server):
+    location = await create(server, 20, b"hello", headers={
+        "Upload-Metadata": metadata(filename='file.jpg"evil', filetype="image/jpeg")})
+    response = await treq.get(location)
+    assert await response.content() == b"hello"
+    assert response.code == 200
+    assert response.length == 5  # Twisted's client keeps Content-Length out of headers
+    assert header(response, "content-type") == "image/jpeg"
+    assert header(response, "content-disposition") == 'inline;filename="file.jpg\\"evil"'
+    assert header(response, "tus-resumable") == "1.0.0"
+    assert header(response, "x-content-type-options") == "nosniff"
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_grows_with_the_upload(server):
+    location = await create(server, 10, b"hello")
+    assert await (await treq.get(location)).content() == b"hello"
+    await patch(location, 5, b"world")
+    assert await (await treq.get(location)).content() == b"helloworld"
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_download(server):
+    location = await create(server, 20)
+    raw = await raw_request(server, request_bytes("GET", "/" + location.split("/", 3)[3], {}))
+    assert raw.status == 204
+    assert raw.header("content-disposition") == "attachment"
+    assert raw.header("content-type") == "application/octet-stream"
+    # RFC 9110 8.6: no Content-Length on a 204 (tusd sends "0").
+    assert raw.header("content-length") is None
+    assert raw.header("transfer-encoding") is None
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("filetype, content_type, disposition", [
+    ("non-a-valid-mime-type", "application/octet-stream", "attachment"),
+    ("text/html", "text/html", "attachment"),
+    ("image/svg+xml", "image/svg+xml", "attachment"),
+    ("application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+     "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "attachment"),
+    ("image/png", "image/png", "inline"),
+    ("audio/ogg; codecs=opus", "audio/ogg; codecs=opus", "inline"),
+    ("audio/ogg; codecs=opus; codecs=vorbis", "application/octet-stream", "attachment"),
+    ("text/plain\r\nX-Evil: 1", "application/octet-stream", "attachment"),
+])
+async def test_file_types(server, filetype, content_type, disposition):
+    location = await create(server, 5, b"hello", headers={
+        "Upload-Metadata": metadata(filetype=filetype, filename="invoice.docx")})
+    response = await treq.get(location)
+    assert await response.content() == b"hello"
+    assert header(response, "content-type") == content_type
+    assert header(response, "content-disposition") == disposition + ';filename="invoice.docx"'
+    assert header(response, "x-evil") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_metadata(server):
+    location = await create(server, 5, b"hello")
+    response = await treq.get(location)
+    assert await response.content() == b"hello"
+    assert header(response, "content-type") == "application/octet-stream"
+    assert header(response, "content-disposition") == "attachment"
+
+
+@pytest_twisted.ensureDeferred
+async def test_filename_cannot_inject_headers(server):
+    location = await create(server, 5, b"hello", headers={
+        "Upload-Metadata": metadata(filename="a\r\nSet-Cookie: x=1\r\n\u00e9.txt")})
+    raw = await raw_request(server, request_bytes("GET", "/" + location.split("/", 3)[3], {"Connection": "close"}))
+    assert raw.status == 200
+    assert raw.body == b"hello"
+    assert "set-cookie" not in raw.headers
+    disposition = raw.header("content-disposition")
+    assert "\r" not in disposition and "\n" not in disposition
+    assert disposition.startswith('attachment;filename="')
+    assert "filename*=UTF-8''" in disposition
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_download(server):
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    location = await create(server, len(data), data)
+    response = await treq.get(location)
+    assert await response.content() == data
+    assert response.length == len(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_without_tus_resumable(server):
+    location = await create(server, 5, b"hello")
+    raw = await raw_request(server, request_bytes("GET", "/" + location.split("/", 3)[3], {}))
+    assert raw.status == 200
+    assert raw.body == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_found(server):
+    response = await treq.get(server.url + "0123456789abcdef")
+    await expect_error(response, 404, "ERR_UPLOAD_NOT_FOUND")
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_on_creation_url(server):
+    response = await treq.get(server.url, headers=TUS)
+    await expect_error(response, 405, "ERR_METHOD_NOT_ALLOWED")
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_disabled(server_factory):
+    server = await server_factory(disable_download=True)
+    location = await create(server, 5, b"hello")
+    response = await treq.get(location, headers=TUS)
+    body = await expect_error(response, 405, "ERR_DOWNLOAD_DISABLED")
+    assert "hello" not in body
+    assert "GET" not in header(response, "allow")
