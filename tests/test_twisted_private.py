@@ -54,7 +54,8 @@ def connect(at_headers: Any = None, answer: Any = None) -> tuple[http.HTTPChanne
                                                      "instances": []})
     channel = http.HTTPChannel()
     channel.requestFactory = factory
-    channel.callLater = Clock().callLater
+    channel.clock = Clock()  # type: ignore[attr-defined]
+    channel.callLater = channel.clock.callLater
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.factory_class = factory  # type: ignore[attr-defined]
@@ -113,6 +114,53 @@ def test_transport_producer_without_channel() -> None:
     request = http.Request(DummyChannel())
     request.channel = None
     assert _twisted_private.transport_producer(request) is None
+
+
+# suspend_idle_timeout / restore_idle_timeout ---------------------------------
+
+
+def idle_channel() -> tuple[http.HTTPChannel, StringTransport, list]:
+    saved: list = []
+
+    def at_headers(request: Any) -> None:
+        saved.append(_twisted_private.suspend_idle_timeout(request))
+
+    def answer(request: Any) -> None:
+        # As TusRequest does: hand the timeout back when the body is
+        # complete, before the response is written.
+        _twisted_private.restore_idle_timeout(request, saved[0], body_complete=True)
+        request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    channel, transport = connect(at_headers=at_headers, answer=answer)
+    channel.setTimeout(10)
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
+    return channel, transport, saved
+
+
+def test_idle_timeout_suspended_while_body_is_slow() -> None:
+    channel, transport, saved = idle_channel()
+    assert saved == [10]
+    channel.clock.advance(100)
+    assert not transport.disconnecting
+
+
+def test_idle_timeout_handed_back_after_complete_body() -> None:
+    channel, transport, saved = idle_channel()
+    channel.dataReceived(b"ab")
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    channel.clock.advance(9)
+    assert not transport.disconnecting
+    channel.clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_idle_timeout_rearmed_for_unread_body() -> None:
+    channel, transport, saved = idle_channel()
+    request = channel.factory_class.instances[0]
+    _twisted_private.restore_idle_timeout(request, saved[0], body_complete=False)
+    channel.clock.advance(10)
+    assert transport.disconnecting
 
 
 # close_after_response -----------------------------------------------------

@@ -11,6 +11,9 @@ Why each is needed:
   - Twisted's chunked decoder parses trailers and throws them away;
     checksum-trailer needs them.
   - Twisted has no public API for 1xx responses other than 100-continue.
+  - The channel's idle timeout must not cut a body paused by a slow store,
+    yet must come back for the response; twisted.web keeps it in a private
+    attribute while a request is processed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,37 @@ def transport_producer(request: Any) -> Any:
         return None
     transport = getattr(channel, "transport", None)
     return IPushProducer(transport, None)
+
+
+def suspend_idle_timeout(request: Any) -> float | None:
+    """
+    Stop the channel's idle timeout, which would otherwise cut a body that
+    is merely paused by a slow store; the caller watches the body itself.
+
+    @return: the timeout to hand to L{restore_idle_timeout}, or L{None} if
+        there was none.
+    """
+    channel = _channel(request)
+    if channel is None or not hasattr(channel, "setTimeout"):
+        return None
+    return channel.setTimeout(None)
+
+
+def restore_idle_timeout(request: Any, timeout: float | None, body_complete: bool) -> None:
+    """
+    Undo L{suspend_idle_timeout}.  Once the whole body has arrived,
+    twisted.web keeps the idle timeout off until the response is done and
+    then restores C{_savedTimeOut}; hand the timeout over to it.  Otherwise
+    (a body left unread or being drained) re-arm it now, so a client that
+    stops reading or sending is still cut off.
+    """
+    channel = _channel(request)
+    if channel is None or not timeout:
+        return
+    if body_complete:
+        channel._savedTimeOut = timeout
+    else:
+        channel.setTimeout(timeout)
 
 
 def close_after_response(request: Any) -> None:

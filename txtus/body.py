@@ -63,14 +63,18 @@ class StreamingBody:
         self._paused = False
         self._consumer_paused = False
         self._watchdog: Any = None
-        self._last_seen = 0
         self._last_progress = 0.0
+        # The body's watchdog (which knows when the store, not the client,
+        # is the slow one) replaces the channel's idle timeout meanwhile.
+        self._idle_timeout = _twisted_private.suspend_idle_timeout(request) if network_timeout else None
         self._pause_reading()
 
     # Fed by TusRequest -------------------------------------------------
 
     def chunk(self, data: bytes) -> None:
         self.received += len(data)
+        if self._watchdog is not None:
+            self._last_progress = self._clock.seconds()
         if self._receiver is not None:
             self._receiver(data)
         elif self.end is None:
@@ -107,7 +111,7 @@ class StreamingBody:
         self._resume_reading()
         if self._timeout:
             self._last_progress = self._clock.seconds()
-            self._watchdog = self._clock.callLater(self._timeout / 4, self._check_progress)
+            self._watchdog = self._clock.callLater(self._timeout, self._check_progress)
         return self._done
 
     def stop(self, why: BodyEnd) -> None:
@@ -126,6 +130,7 @@ class StreamingBody:
         if remaining is not None and remaining <= DRAIN_LIMIT and not waiting:
             self._pending = []
             self._receiver = _drop
+            self._restore_idle_timeout(body_complete=False)  # no watchdog here
             self._resume_reading()
         else:
             self._finish(BodyEnd.REJECTED)
@@ -147,6 +152,8 @@ class StreamingBody:
 
     def resumeProducing(self) -> None:
         self._consumer_paused = False
+        if self._watchdog is not None:
+            self._last_progress = self._clock.seconds()
         if self._receiver is not None:
             self._resume_reading()
 
@@ -159,12 +166,18 @@ class StreamingBody:
         if self.end is not None:
             return
         self.end = why
-        self._pending = []
+        if why not in (BodyEnd.COMPLETE, BodyEnd.DISCONNECTED):
+            self._pending = []
+        # else bytes that arrived while the handler was not ready yet (the
+        # lock was held elsewhere) are still part of the body: start()
+        # delivers them.
         if why is not BodyEnd.COMPLETE:
             self._receiver = _drop
         if self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
         self._watchdog = None
+        if why is not BodyEnd.DISCONNECTED:
+            self._restore_idle_timeout(body_complete=why is BodyEnd.COMPLETE)
         # A rejected or stopped body stays unread (and the socket paused):
         # its response closes the connection.
         if self._done is not None:
@@ -172,15 +185,22 @@ class StreamingBody:
             done.callback(why)
 
     def _check_progress(self) -> None:
+        # Bytes record when they arrived (in chunk), so the timeout counts
+        # from the last byte, not from when a check happened to notice it.
         now = self._clock.seconds()
-        if self.received != self._last_seen or self._consumer_paused:
-            self._last_seen = self.received
-            self._last_progress = now
-        elif now - self._last_progress >= self._timeout:
+        if self._consumer_paused:
+            self._last_progress = now  # waiting for the store, not the client
+        idle = now - self._last_progress
+        if idle >= self._timeout:
             self._watchdog = None
             self._finish(BodyEnd.TIMEOUT)
             return
-        self._watchdog = self._clock.callLater(self._timeout / 4, self._check_progress)
+        self._watchdog = self._clock.callLater(self._timeout - idle, self._check_progress)
+
+    def _restore_idle_timeout(self, body_complete: bool) -> None:
+        timeout, self._idle_timeout = self._idle_timeout, None
+        if timeout is not None:
+            _twisted_private.restore_idle_timeout(self._request, timeout, body_complete)
 
     def _pause_reading(self) -> None:
         if not self._paused:

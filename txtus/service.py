@@ -60,7 +60,7 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
         root = _Root()
     path = urlsplit(config.base_path).path if config.absolute_base else config.base_path
     mount(root, path, TusResource(config))
-    return TusSite(root, timeout=config.network_timeout or None)
+    return TusSite(root, timeout=config.network_timeout or None, reactor=config.reactor)
 
 
 def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> MultiService:
