@@ -1,0 +1,223 @@
+"""
+One conformance suite for every shipped store: what the server relies on
+from IDataStore, IUpload, IChunkWriter and the extensions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import pytest_twisted
+from zope.interface import implementer
+from twisted.internet.interfaces import IConsumer
+
+from txtus import StoreComposer, errors
+from txtus.filestore import FileStore
+from txtus.info import UploadInfo
+from txtus.interfaces import IChunkWriter, IUpload
+from txtus.memorystore import MemoryStore
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return FileStore(str(tmp_path / "store"))
+    return MemoryStore()
+
+
+@implementer(IConsumer)
+class Collector:
+    """A consumer that drives a pull producer to the end."""
+
+    def __init__(self):
+        self.data = b""
+        self.producer = None
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+        if not streaming:
+            while self.producer is not None:
+                producer.resumeProducing()
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.data += data
+
+
+async def write_chunk(upload, offset: int, *pieces: bytes) -> int:
+    writer = await upload.open_chunk(offset)
+    assert IChunkWriter.providedBy(writer)
+    for piece in pieces:
+        writer.write(piece)
+    return await writer.commit()
+
+
+async def read_all(store, upload, start=0, length=None) -> bytes:
+    info = await upload.get_info()
+    collector = Collector()
+    await store.send_content(upload, collector, start, info.offset - start if length is None else length)
+    return collector.data
+
+
+def test_use_in_fills_every_slot(store):
+    composer = StoreComposer()
+    store.use_in(composer)
+    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister"):
+        assert getattr(composer, slot) is store
+
+
+def test_composer_refuses_what_does_not_provide_the_interface():
+    composer = StoreComposer()
+    with pytest.raises(TypeError, match="IDataStore"):
+        composer.use_core(object())
+    with pytest.raises(TypeError, match="ILocker"):
+        composer.use_locker(MemoryStore())
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_and_get(store):
+    upload = await store.new_upload(UploadInfo(size=10, metadata={"name": "x", "empty": "", "odd": "\udcff"}))
+    assert IUpload.providedBy(upload)
+    assert len(upload.id) == 32 and int(upload.id, 16) >= 0
+    again = await store.get_upload(upload.id)
+    info = await again.get_info()
+    assert (info.id, info.size, info.offset) == (upload.id, 10, 0)
+    assert info.metadata == {"name": "x", "empty": "", "odd": "\udcff"}
+    assert upload.id in await store.list_upload_ids()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_and_malformed_ids_are_not_found(store):
+    for upload_id in ("0" * 32, "../etc/passwd", "", "a/b", "x\x00"):
+        with pytest.raises(errors.UploadNotFound):
+            await store.get_upload(upload_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunks_append_and_commit_reports_offset(store):
+    upload = await store.new_upload(UploadInfo(size=11))
+    assert await write_chunk(upload, 0, b"hel", b"lo") == 5
+    assert await write_chunk(upload, 5, b" world") == 11
+    assert (await upload.get_info()).offset == 11
+    assert await read_all(store, upload) == b"hello world"
+    assert await read_all(store, upload, 6, 3) == b"wor"
+
+
+@pytest_twisted.ensureDeferred
+async def test_rollback_discards_the_whole_chunk(store):
+    upload = await store.new_upload(UploadInfo(size=20))
+    await write_chunk(upload, 0, b"keep")
+    writer = await upload.open_chunk(4)
+    writer.write(b"discard")
+    writer.write(b" me")
+    assert await writer.rollback() == 4
+    assert (await upload.get_info()).offset == 4
+    assert await read_all(store, upload) == b"keep"
+    with pytest.raises(RuntimeError):
+        await writer.commit()
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunk_at_wrong_offset_is_refused(store):
+    upload = await store.new_upload(UploadInfo(size=20))
+    await write_chunk(upload, 0, b"abc")
+    with pytest.raises(errors.MismatchedOffset):
+        await upload.open_chunk(1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_terminate(store):
+    upload = await store.new_upload(UploadInfo(size=3))
+    await write_chunk(upload, 0, b"abc")
+    await store.terminate(upload)
+    with pytest.raises(errors.UploadNotFound):
+        await store.get_upload(upload.id)
+    assert upload.id not in await store.list_upload_ids()
+
+
+@pytest_twisted.ensureDeferred
+async def test_declare_length(store):
+    upload = await store.new_upload(UploadInfo(size=None))
+    assert (await upload.get_info()).size_is_deferred
+    await store.declare_length(upload, 42)
+    info = await (await store.get_upload(upload.id)).get_info()
+    assert info.size == 42 and not info.size_is_deferred
+
+
+@pytest_twisted.ensureDeferred
+async def test_concat(store):
+    a = await store.new_upload(UploadInfo(size=3, is_partial=True))
+    b = await store.new_upload(UploadInfo(size=4, is_partial=True))
+    await write_chunk(a, 0, b"abc")
+    await write_chunk(b, 0, b"defg")
+    final = await store.new_upload(UploadInfo(size=10, is_final=True, partial_uploads=[a.id, b.id, a.id]))
+    await store.concat_uploads(final, [a, b, a])
+    info = await final.get_info()
+    assert info.offset == 10 and info.is_complete and info.partial_uploads == [a.id, b.id, a.id]
+    assert await read_all(store, final) == b"abcdefgabc"
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_info_returns_a_copy(store):
+    upload = await store.new_upload(UploadInfo(size=5, metadata={"k": "v"}))
+    info = await upload.get_info()
+    info.metadata["k"] = "changed"
+    info.size = 99
+    fresh = await upload.get_info()
+    assert fresh.metadata == {"k": "v"} and fresh.size == 5
+
+
+# File-store specifics: tusd's layout, atomic .info writes -------------------
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_writes_tusd_info(tmp_path):
+    store = FileStore(str(tmp_path))
+    upload = await store.new_upload(UploadInfo(size=7, metadata={"filename": "a.txt"}, is_partial=True))
+    with open(store.info_path(upload.id), "rb") as f:
+        document = json.load(f)
+    assert document["ID"] == upload.id
+    assert document["Size"] == 7 and document["SizeIsDeferred"] is False
+    assert document["MetaData"] == {"filename": "a.txt"}
+    assert document["IsPartial"] is True and document["IsFinal"] is False
+    assert document["Storage"]["Type"] == "filestore"
+    assert sorted(os.listdir(tmp_path)) == sorted([upload.id, upload.id + ".info"])  # no temp files left
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_reads_a_tusd_directory(tmp_path):
+    upload_id = "3f1c9a0e5b7d4c2a8e6f0b1d2c3a4e5f"
+    tusd_info = {
+        "ID": upload_id, "Size": 11, "SizeIsDeferred": False, "Offset": 0,
+        "MetaData": {"filename": "hello.txt", "filetype": "text/plain"},
+        "IsPartial": False, "IsFinal": False, "PartialUploads": None,
+        "Storage": {"Type": "filestore", "Path": f"/srv/tusd-data/{upload_id}",
+                    "InfoPath": f"/srv/tusd-data/{upload_id}.info"},
+    }
+    (tmp_path / f"{upload_id}.info").write_text(json.dumps(tusd_info))
+    (tmp_path / upload_id).write_bytes(b"hello")
+    store = FileStore(str(tmp_path))
+    upload = await store.get_upload(upload_id)
+    info = await upload.get_info()
+    # The offset is the data file's size, as in tusd, not the .info's.
+    assert (info.size, info.offset, info.metadata["filename"]) == (11, 5, "hello.txt")
+    assert await write_chunk(upload, 5, b" world") == 11
+    assert (tmp_path / upload_id).read_bytes() == b"hello world"
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_corrupt_info_is_an_error_not_a_crash(tmp_path):
+    store = FileStore(str(tmp_path))
+    upload = await store.new_upload(UploadInfo(size=3))
+    (tmp_path / f"{upload.id}.info").write_text("{not json")
+    with pytest.raises(errors.TusError) as caught:
+        await store.get_upload(upload.id)
+    assert caught.value.status == 500
+
+
+def test_file_store_refuses_bad_options(tmp_path):
+    with pytest.raises(ValueError):
+        FileStore(str(tmp_path), fsync="sometimes")
