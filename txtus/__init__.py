@@ -11,6 +11,7 @@ from txtus.errors import TusError
 from txtus.filestore import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers import MemoryLocker
+from txtus.memorystore import MemoryStore
 from txtus.resource import TusResource
 from txtus.service import make_service, make_site, mount
 from txtus.streaming import TusRequest, TusSite
@@ -19,6 +20,7 @@ __all__ = [
     "CorsConfig",
     "FileStore",
     "MemoryLocker",
+    "MemoryStore",
     "StoreComposer",
     "TusConfig",
     "TusError",
