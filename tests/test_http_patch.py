@@ -341,3 +341,79 @@ async def test_lock_release_interrupts_patch(server):
     assert stored(server, location) == b"abc"
     response = await patch(location, 3, b"defghij")
     assert header(response, "upload-offset") == "10"
+
+
+# Connection handling -------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_success_has_no_content_length(server):
+    """RFC 9110 8.6: no Content-Length on a 204."""
+    location = await create(server, 5)
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": "5"}, b"hello"))
+    assert raw.status == 204
+    assert raw.header("upload-offset") == "5"
+    assert raw.header("content-length") is None
+    assert raw.header("tus-resumable") == "1.0.0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_small_body_keeps_connection(server):
+    """
+    A small body refused before it was read is drained, so the next request
+    on the same connection is parsed from the right place.
+    """
+    location = await create(server, 10, b"01234")
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "2", "Content-Type": OCTET, "Content-Length": "5"}, b"HEAD "))
+        first = await connection.response()
+        assert first.status == 409
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "5", "Content-Type": OCTET, "Content-Length": "5"}, b"56789"))
+        second = await connection.response()
+        assert second.status == 204
+        assert second.header("upload-offset") == "10"
+    finally:
+        connection.close()
+        await connection.wait_closed()
+    assert stored(server, location) == b"0123456789"
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_large_body_closes_connection(server):
+    """A large unread body is not drained: the answer closes the connection."""
+    location = await create(server, 10 * 1024 * 1024)
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("PATCH", _path(location), {
+            **TUS, "Upload-Offset": "7", "Content-Type": OCTET, "Content-Length": str(10 * 1024 * 1024)},
+            b"x" * 1024))
+        raw = await connection.response()
+        assert raw.status == 409
+        assert raw.header("connection") == "close"
+        await connection.wait_closed()
+    finally:
+        if not connection.is_closed:
+            connection.close()
+            await connection.wait_closed()
+    assert stored(server, location) == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_string_is_ignored(server):
+    location = await create(server, 5)
+    response = await patch(location + "?token=abc", 0, b"hello")
+    assert response.code == 204
+    assert stored(server, location) == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lowercase_method_override(server):
+    location = await create(server, 5)
+    response = await treq.post(location, b"hello", headers={
+        **TUS, "X-HTTP-Method-Override": "patch", "Upload-Offset": "0", "Content-Type": OCTET})
+    await response.content()
+    assert response.code == 204
+    assert stored(server, location) == b"hello"

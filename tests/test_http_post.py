@@ -12,7 +12,7 @@ import pytest_twisted
 import treq
 
 from tushttp import (
-    OCTET, TUS, create, expect_error, head, header, raw_request, request_bytes, stored, text, upload_id,
+    OCTET, TUS, connect, create, expect_error, head, header, raw_request, request_bytes, stored, text, upload_id,
 )
 
 
@@ -301,3 +301,54 @@ async def test_create_with_upload_content_type_parameters(server):
     await response.content()
     assert response.code == 201
     assert header(response, "upload-offset") == "5"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("host", [None, "evil.com/path", "evil.com\"x", "a@b"])
+async def test_location_without_usable_host(server, host):
+    """No Host (HTTP/1.0) or an odd one: the listening address is used."""
+    headers = {**TUS, "Upload-Length": "3", "Content-Length": "0", "Connection": "close"}
+    lines = ["POST /files/ HTTP/1.0"] + ([] if host is None else [f"Host: {host}"])
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    raw = await raw_request(server, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert raw.status == 201
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{server.port_number}/files/[A-Za-z0-9_-]+", raw.header("location"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_with_upload_expect_continue_refused(server_factory):
+    """A creation that is refused is answered without a 100 Continue."""
+    server = await server_factory(max_size=10)
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("POST", "/files/", {
+            **TUS, "Upload-Length": "11", "Content-Type": OCTET, "Content-Length": "11",
+            "Expect": "100-continue"}))
+        raw = await connection.response()
+        assert raw.interim == []
+        assert raw.status == 413
+        assert raw.text.startswith("ERR_MAX_SIZE_EXCEEDED: ")
+    finally:
+        connection.close()
+        await connection.wait_closed()
+    assert upload_ids(server) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_with_upload_over_raw_connection(server):
+    """Body and a second request on one keep-alive connection."""
+    connection = await connect(server)
+    try:
+        connection.write(request_bytes("POST", "/files/", {
+            **TUS, "Upload-Length": "5", "Content-Type": OCTET, "Content-Length": "3"}, b"hel"))
+        created = await connection.response()
+        assert created.status == 201
+        assert created.header("upload-offset") == "3"
+        path = "/" + created.header("location").split("/", 3)[3]
+        connection.write(request_bytes("HEAD", path, TUS))
+        status = await connection.response(no_body=True)
+        assert status.status == 200
+        assert status.header("upload-offset") == "3"
+    finally:
+        connection.close()
+        await connection.wait_closed()
