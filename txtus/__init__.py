@@ -8,6 +8,7 @@ internal and may change.
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
 from txtus.errors import TusError
+from txtus.filelocker import FileLocker
 from txtus.filestore import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers import MemoryLocker
@@ -18,6 +19,7 @@ from txtus.streaming import TusRequest, TusSite
 
 __all__ = [
     "CorsConfig",
+    "FileLocker",
     "FileStore",
     "MemoryLocker",
     "MemoryStore",
