@@ -234,3 +234,33 @@ async def test_concatenation_disabled(server_factory):
     assert response.code == 400
     assert response.text_body.startswith("ERR_CONCATENATION_UNSUPPORTED: ")
     assert _count(server) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_nested_base_path(server_factory):
+    server = await server_factory(base_path="api/v1/uploads")
+    assert server.url.endswith("/api/v1/uploads/")
+    a = await partial(server, b"hello")
+    assert a.startswith(server.url)
+    response = await final(server, f"final;/api/v1/uploads/{upload_id(a)} {a}")
+    assert response.code == 201, response.text_body
+    location = header(response, "location")
+    assert location.startswith(server.url)
+    assert header(await head(location), "upload-concat") == f"final;{a} {a}"
+    assert stored(server, location) == b"hellohello"
+    response = await final(server, f"final;/files/{upload_id(a)}")
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_base_path(server_factory):
+    server = await server_factory(base_path="https://buy.art/files/")
+    a = await partial(server, b"hello")
+    assert a.startswith("https://buy.art/files/")
+    response = await final(server, f"final;{a} /files/{upload_id(a)}")
+    assert response.code == 201, response.text_body
+    location = header(response, "location")
+    assert location.startswith("https://buy.art/files/")
+    local = server.url + upload_id(location)
+    assert header(await head(local), "upload-concat") == f"final;{a} {a}"
+    assert stored(server, location) == b"hellohello"
