@@ -13,6 +13,7 @@ import treq
 
 from tushttp import (
     OCTET, TUS, connect, create, expect_error, head, header, raw_request, request_bytes, stored, text, upload_id,
+    wait_for,
 )
 
 
@@ -352,3 +353,28 @@ async def test_create_with_upload_over_raw_connection(server):
     finally:
         connection.close()
         await connection.wait_closed()
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_with_upload_cut_off_keeps_bytes(server):
+    """The client goes away mid-body: the upload exists and keeps the bytes."""
+    connection = await connect(server)
+    connection.write(request_bytes("POST", "/files/", {
+        **TUS, "Upload-Length": "10", "Content-Type": OCTET, "Content-Length": "10"}, b"0123"))
+
+    async def four_bytes_stored():
+        ids = upload_ids(server)
+        return len(ids) == 1 and os.path.getsize(server.store.data_path(ids[0])) == 4
+    await wait_for(four_bytes_stored)
+    connection.close()
+    await connection.wait_closed()
+    location = server.url + upload_ids(server)[0]
+
+    async def offset_is_4():
+        return header(await head(location), "upload-offset") == "4"
+    await wait_for(offset_is_4)
+    response = await treq.patch(location, b"456789", headers={
+        **TUS, "Upload-Offset": "4", "Content-Type": OCTET})
+    await response.content()
+    assert header(response, "upload-offset") == "10"
+    assert stored(server, location) == b"0123456789"
