@@ -190,9 +190,6 @@ class RawConnection(Protocol):
         self.is_closed = False
         self._waiting: list[tuple[Deferred, bool]] = []
 
-    def connectionMade(self) -> None:
-        pass
-
     def dataReceived(self, data: bytes) -> None:
         self.received += data
         self._deliver(False)
@@ -201,13 +198,17 @@ class RawConnection(Protocol):
         self.is_closed = True
         self._deliver(True)
         for waiter, _ in self._waiting:
-            waiter.errback(ConnectionError(f"closed without a (complete) response: {self.received[:200]!r}"))
+            if not waiter.called:
+                waiter.errback(ConnectionError(f"closed without a (complete) response: {self.received[:200]!r}"))
         self._waiting = []
         self.closed.callback(None)
 
     def _deliver(self, complete: bool) -> None:
         while self._waiting:
             waiter, no_body = self._waiting[0]
+            if waiter.called:  # timed out
+                self._waiting.pop(0)
+                continue
             response, rest = parse_response(self.received, no_body, complete)
             if response is None:
                 return
