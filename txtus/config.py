@@ -51,6 +51,10 @@ class TusConfig:
     @ivar reactor: the reactor to use; L{None} for the global one.
     @ivar clock: what tells the time for expiration (an C{IReactorTime});
         the reactor unless given.
+    @ivar enable_ietf_draft: also speak the IETF resumable-uploads draft
+        (L{txtus.ietf}) to requests that carry a supported
+        C{Upload-Draft-Interop-Version}.  On by default: tus 1.0 clients
+        never send that header, so they cannot be affected.
     """
 
     composer: StoreComposer
@@ -66,6 +70,7 @@ class TusConfig:
     cleanup_interval: float = 60.0
     reactor: Any = None
     clock: Any = None
+    enable_ietf_draft: bool = True
 
     def __post_init__(self) -> None:
         if self.composer is None or self.composer.core is None:

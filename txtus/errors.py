@@ -10,6 +10,8 @@ traceback and answered as C{ERR_INTERNAL_SERVER_ERROR}.
 
 from __future__ import annotations
 
+import json
+
 
 class TusError(Exception):
     """
@@ -22,6 +24,7 @@ class TusError(Exception):
     code: str = "ERR_INTERNAL_SERVER_ERROR"
     status: int = 500
     message: str = "internal server error"
+    content_type: bytes = b"text/plain; charset=utf-8"
 
     def __init__(self, message: str | None = None, headers: dict[str, str] | None = None):
         if message is not None:
@@ -74,3 +77,37 @@ ChecksumMismatch = _error("ChecksumMismatch", "ERR_CHECKSUM_MISMATCH", 460, "che
 UnsupportedChecksumAlgorithm = _error("UnsupportedChecksumAlgorithm", "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", 400, "unsupported checksum algorithm")
 InvalidChecksum = _error("InvalidChecksum", "ERR_INVALID_CHECKSUM", 400, "invalid Upload-Checksum header")
 InvalidRequest = _error("InvalidRequest", "ERR_INVALID_REQUEST", 400, "invalid request")
+
+
+class ProblemError(TusError):
+    """
+    An error of the IETF resumable-upload draft with a registered problem
+    type: its body is an RFC 9457 problem document (which also carries our
+    stable code), so draft clients can tell the cases apart.
+    """
+
+    content_type = b"application/problem+json"
+    problem_type = "about:blank"
+
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None,
+                 members: dict[str, object] | None = None):
+        super().__init__(message, headers)
+        self.members = dict(members or {})
+
+    def body(self) -> bytes:
+        document = {"type": self.problem_type, "title": self.message, "status": self.status,
+                    "code": self.code, **self.members}
+        return json.dumps(document).encode("utf-8")
+
+
+def _problem(name: str, code: str, status: int, message: str, problem: str) -> type[ProblemError]:
+    return type(name, (ProblemError,), {
+        "code": code, "status": status, "message": message,
+        "problem_type": "https://iana.org/assignments/http-problem-types#" + problem,
+        "__doc__": f"{status} {code}: {message} (problem type {problem})"})
+
+
+MismatchingUploadOffset = _problem("MismatchingUploadOffset", "ERR_MISMATCHED_OFFSET", 409, "offset from request does not match offset of resource", "mismatching-upload-offset")
+InconsistentUploadLength = _problem("InconsistentUploadLength", "ERR_INCONSISTENT_UPLOAD_LENGTH", 400, "inconsistent length values for upload", "inconsistent-upload-length")
+CompletedUpload = _problem("CompletedUpload", "ERR_COMPLETED_UPLOAD", 400, "upload is already completed", "completed-upload")
+UnsupportedPatchType = _error("UnsupportedPatchType", "ERR_INVALID_CONTENT_TYPE", 415, "appending to an upload needs Content-Type: application/partial-upload")

@@ -14,7 +14,8 @@ import binascii
 import re
 import time
 from email.utils import formatdate
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from txtus import errors
 
@@ -315,3 +316,327 @@ def _filename_parameter(filename: str) -> str:
 def http_date(when: float | None = None) -> bytes:
     """An IMF-fixdate, as C{Upload-Expires} needs."""
     return formatdate(time.time() if when is None else when, usegmt=True).encode("ascii")
+
+
+# IETF resumable uploads draft: structured fields (RFC 8941) ---------------
+
+PARTIAL_UPLOAD = b"application/partial-upload"
+IETF_INTEROP_VERSIONS = range(3, 9)
+
+_SF_KEY_START = frozenset("abcdefghijklmnopqrstuvwxyz*")
+_SF_KEY_CHARS = _SF_KEY_START | frozenset("0123456789_-.")
+_SF_TCHARS = frozenset("!#$%&'*+-.^_`|~:/0123456789"
+                       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SF_ALPHA = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SF_BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+class StructuredFieldError(ValueError):
+    """A value that is not a valid RFC 8941 structured field."""
+
+
+class SFToken(str):
+    """An RFC 8941 Token (distinct from a String)."""
+
+
+class _SFParser:
+    """
+    The parsing algorithms of RFC 8941 section 4.2, over one field value.
+    Each method consumes what it parses from C{self.text} at C{self.pos}.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            self.text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise StructuredFieldError("structured fields are ASCII") from None
+        self.pos = 0
+        self._skip(" ")
+
+    def _peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def _skip(self, chars: str) -> None:
+        while self._peek() and self._peek() in chars:
+            self.pos += 1
+
+    def end(self) -> None:
+        self._skip(" ")
+        if self.pos != len(self.text):
+            raise StructuredFieldError(f"unexpected {self.text[self.pos:self.pos + 20]!r}")
+
+    def item(self) -> tuple[Any, dict[str, Any]]:
+        return self.bare_item(), self.parameters()
+
+    def item_or_inner_list(self) -> tuple[Any, dict[str, Any]]:
+        if self._peek() != "(":
+            return self.item()
+        self.pos += 1
+        items = []
+        while True:
+            self._skip(" ")
+            if self._peek() == ")":
+                self.pos += 1
+                return items, self.parameters()
+            items.append(self.item())
+            if self._peek() not in (" ", ")"):
+                raise StructuredFieldError("malformed inner list")
+
+    def parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        while self._peek() == ";":
+            self.pos += 1
+            self._skip(" ")
+            key = self.key()
+            value: Any = True
+            if self._peek() == "=":
+                self.pos += 1
+                value = self.bare_item()
+            params[key] = value
+        return params
+
+    def key(self) -> str:
+        start = self.pos
+        if self._peek() == "" or self._peek() not in _SF_KEY_START:
+            raise StructuredFieldError("malformed key")
+        while self._peek() and self._peek() in _SF_KEY_CHARS:
+            self.pos += 1
+        return self.text[start:self.pos]
+
+    def bare_item(self) -> Any:
+        first = self._peek()
+        if first == "-" or first.isdigit():
+            return self._number()
+        if first == '"':
+            return self._string()
+        if first == "*" or (first and first in _SF_ALPHA):
+            start = self.pos
+            self.pos += 1
+            while self._peek() and self._peek() in _SF_TCHARS:
+                self.pos += 1
+            return SFToken(self.text[start:self.pos])
+        if first == ":":
+            end = self.text.find(":", self.pos + 1)
+            encoded = self.text[self.pos + 1:end] if end >= 0 else None
+            if encoded is None or not _SF_BASE64.fullmatch(encoded):
+                raise StructuredFieldError("malformed byte sequence")
+            self.pos = end + 1
+            try:
+                return base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+            except (binascii.Error, ValueError):
+                raise StructuredFieldError("malformed byte sequence") from None
+        if first == "?":
+            value = self.text[self.pos + 1:self.pos + 2]
+            if value not in ("0", "1"):
+                raise StructuredFieldError("malformed boolean")
+            self.pos += 2
+            return value == "1"
+        raise StructuredFieldError("malformed item")
+
+    def _number(self) -> int | float:
+        start = self.pos
+        if self._peek() == "-":
+            self.pos += 1
+        digits_start = self.pos
+        while self._peek().isdigit() or (self._peek() == "." and "." not in self.text[digits_start:self.pos]):
+            self.pos += 1
+        number = self.text[digits_start:self.pos]
+        if not number or not number[0].isdigit():
+            raise StructuredFieldError("malformed number")
+        sign = -1 if self.pos > digits_start and self.text[start] == "-" else 1
+        if "." not in number:
+            if len(number) > 15:
+                raise StructuredFieldError("integer too long")
+            return sign * int(number)
+        whole, _, fraction = number.partition(".")
+        if len(whole) > 12 or not 1 <= len(fraction) <= 3:
+            raise StructuredFieldError("malformed decimal")
+        return sign * float(number)
+
+    def _string(self) -> str:
+        self.pos += 1
+        out = []
+        while True:
+            char = self._peek()
+            if char == "":
+                raise StructuredFieldError("unterminated string")
+            self.pos += 1
+            if char == '"':
+                return "".join(out)
+            if char == "\\":
+                escaped = self._peek()
+                if escaped not in ('"', "\\") or escaped == "":
+                    raise StructuredFieldError("bad escape in string")
+                self.pos += 1
+                out.append(escaped)
+            elif " " <= char <= "~":
+                out.append(char)
+            else:
+                raise StructuredFieldError("bad character in string")
+
+
+def _joined(values: list[bytes] | bytes) -> bytes:
+    # Several field lines of one structured field are one comma-joined value.
+    return b", ".join(values) if isinstance(values, list) else values
+
+
+def parse_sf_item(values: list[bytes] | bytes) -> tuple[Any, dict[str, Any]]:
+    """
+    Parse an RFC 8941 Item field: C{(bare value, parameters)}.  Integers
+    are L{int}, booleans L{bool}, tokens L{SFToken}.
+
+    @raise StructuredFieldError: not a valid Item.
+    """
+    parser = _SFParser(_joined(values))
+    result = parser.item()
+    parser.end()
+    return result
+
+
+def parse_sf_dictionary(values: list[bytes] | bytes) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """
+    Parse an RFC 8941 Dictionary field (such as C{Upload-Limit}):
+    C{{key: (value, parameters)}}, where a value is a bare item or, for an
+    inner list, a list of C{(item, parameters)}.
+
+    @raise StructuredFieldError: not a valid Dictionary.
+    """
+    parser = _SFParser(_joined(values))
+    members: dict[str, tuple[Any, dict[str, Any]]] = {}
+    while parser.pos < len(parser.text):
+        key = parser.key()
+        if parser._peek() == "=":
+            parser.pos += 1
+            members[key] = parser.item_or_inner_list()
+        else:
+            members[key] = (True, parser.parameters())
+        parser._skip(" \t")
+        if parser.pos == len(parser.text):
+            break
+        if parser._peek() != ",":
+            raise StructuredFieldError("expected a comma between dictionary members")
+        parser.pos += 1
+        parser._skip(" \t")
+        if parser.pos == len(parser.text):
+            raise StructuredFieldError("trailing comma")
+    return members
+
+
+def format_sf_dictionary(members: dict[str, int | bool]) -> bytes:
+    """Serialise a Dictionary of integers and booleans (RFC 8941 4.1.2)."""
+    parts = []
+    for key, value in members.items():
+        if not key or key[0] not in _SF_KEY_START or any(c not in _SF_KEY_CHARS for c in key):
+            raise ValueError(f"not a structured field key: {key!r}")
+        if value is True:
+            parts.append(key)
+        elif isinstance(value, bool):
+            parts.append(f"{key}=?0")
+        else:
+            if abs(value) >= 10**15:
+                raise ValueError("integer out of range for a structured field")
+            parts.append(f"{key}={int(value)}")
+    return ", ".join(parts).encode("ascii")
+
+
+def sf_boolean(value: bool) -> bytes:
+    return b"?1" if value else b"?0"
+
+
+def parse_sf_boolean(values: list[bytes] | None, name: str) -> bool | None:
+    """
+    An SF Boolean field such as C{Upload-Complete}: L{None} when absent.
+
+    @raise InvalidRequest: present but not exactly a Boolean (the draft
+        says to ignore such a field; for a field the request needs,
+        ignoring it and refusing the request come to the same, and a
+        precise message helps).
+    """
+    if values is None:
+        return None
+    try:
+        value, _ = parse_sf_item(values)
+    except StructuredFieldError as e:
+        raise errors.InvalidRequest(f"invalid {name} header: {e}") from None
+    if not isinstance(value, bool):
+        raise errors.InvalidRequest(f"invalid {name} header: not ?0 or ?1")
+    return value
+
+
+def parse_sf_non_negative(values: list[bytes] | None, error: type[errors.TusError]) -> int | None:
+    """
+    A non-negative SF Integer field (C{Upload-Offset}, C{Upload-Length}):
+    L{None} when absent.
+
+    @raise error: present but not a non-negative Integer.
+    """
+    if values is None:
+        return None
+    try:
+        value, _ = parse_sf_item(values)
+    except StructuredFieldError:
+        raise error() from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise error()
+    return value
+
+
+def parse_interop_version(raw: bytes | None) -> int | None:
+    """
+    The supported C{Upload-Draft-Interop-Version} of a request, or L{None}
+    when it is absent or names a version we do not speak (such requests
+    are handled as tus 1.0, as tusd does).
+    """
+    if raw is None:
+        return None
+    try:
+        value, params = parse_sf_item(raw)
+    except StructuredFieldError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value not in IETF_INTEROP_VERSIONS:
+        return None
+    return value
+
+
+_DISPOSITION_PARAM = re.compile(
+    r';[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;" \t]*)[ \t]*')
+_EXT_VALUE = re.compile(r"(UTF-8|ISO-8859-1)'[A-Za-z0-9-]*'((?:%[0-9A-Fa-f]{2}|[!#$&+.^_`|~0-9A-Za-z-])*)",
+                        re.IGNORECASE)
+
+
+def content_disposition_filename(raw: bytes | None) -> str | None:
+    """
+    The file name a C{Content-Disposition} value carries (RFC 6266):
+    C{filename*} preferred, then C{filename}; L{None} when there is none or
+    the value does not parse (it is only a hint for the upload's metadata).
+    """
+    if raw is None:
+        return None
+    text = raw.decode("latin-1").strip()
+    kind, sep, rest = text.partition(";")
+    if not kind.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", kind.strip()):
+        return None
+    params: dict[str, str] = {}
+    rest = sep + rest
+    position = 0
+    while position < len(rest):
+        match = _DISPOSITION_PARAM.match(rest, position)
+        if match is None:
+            return None
+        params.setdefault(match.group(1).lower(), match.group(2))
+        position = match.end()
+    extended = params.get("filename*")
+    if extended is not None:
+        match = _EXT_VALUE.fullmatch(extended)
+        if match is not None:
+            charset = "utf-8" if match.group(1).upper() == "UTF-8" else "latin-1"
+            try:
+                return unquote_to_bytes(match.group(2)).decode(charset)
+            except UnicodeDecodeError:
+                pass
+    plain = params.get("filename")
+    if plain is None:
+        return None
+    if plain.startswith('"'):
+        return re.sub(r"\\(.)", r"\1", plain[1:-1])
+    return plain

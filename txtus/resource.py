@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from txtus import _twisted_private, errors, headers
+from txtus import _twisted_private, errors, headers, ietf
 from txtus.body import BufferedBody, StreamingBody
 from txtus.config import TusConfig
 from txtus.cors import Cors
@@ -56,6 +56,7 @@ class TusResource(Resource):
         super().__init__()
         self.config = config
         self.handler = TusHandler(config)
+        self.ietf = ietf.IetfDraftHandler(self.handler)
         self.cors = Cors(config.cors)
         self.verbs = {
             b"OPTIONS": self.handler.options,
@@ -68,7 +69,11 @@ class TusResource(Resource):
 
     def begin_body(self, request: Any) -> StreamingBody | None:
         method = effective_method(request)
-        if method == b"POST":
+        if ietf.draft_version(request, self.config) is not None:
+            # Draft creation may be any content-carrying method, any type.
+            if method not in (b"POST", b"PUT", b"PATCH"):
+                return None
+        elif method == b"POST":
             media = headers.media_type(request.getHeader(b"content-type"))
             if media != headers.OFFSET_OCTET_STREAM:
                 return None
@@ -85,7 +90,7 @@ class TusResource(Resource):
         if exchange is None:
             method = effective_method(request)
             body = None
-            if method in (b"PATCH", b"POST") and request.content is not None:
+            if method in (b"PATCH", b"POST", b"PUT") and request.content is not None:
                 body = BufferedBody(request.content)
             exchange = request.tus_exchange = _Exchange(self, request, method, body)
         exchange.rendered()
@@ -111,6 +116,8 @@ class _Exchange:
         self._written = False
         self._closing_call: Any = None
         self._response: Response | None = None
+        # The IETF draft interop version this request speaks, if any.
+        self.draft = ietf.draft_version(request, resource.config)
         request.notifyFinish().addErrback(self._connection_lost)
         ensureDeferred(self._run()).addBoth(self._handled)
 
@@ -125,6 +132,8 @@ class _Exchange:
                 raise errors.UploadNotFound()
             self.upload_id = upload_id
         self.resource.cors.check(request)
+        if self.draft is not None:
+            return await self.resource.ietf.handle(self.method, request, self.upload_id, self.body, self.draft)
         verb = self.resource.verbs.get(self.method)
         if verb is None:
             raise errors.MethodNotAllowed(headers={"Allow": "POST, HEAD, PATCH, GET, DELETE, OPTIONS"})
@@ -149,7 +158,7 @@ class _Exchange:
         elif not self._lost:
             log.info("{method} {upload_id}: {status} {code}", method=self.method.decode("latin-1"),
                      upload_id=self.upload_id or "-", status=error.status, code=error.code)
-        response = Response(error.status, {b"content-type": b"text/plain; charset=utf-8"}, error.body())
+        response = Response(error.status, {b"content-type": error.content_type}, error.body())
         for name, value in error.headers.items():
             response.headers[name.lower().encode("latin-1")] = value.encode("latin-1")
         return response
@@ -184,7 +193,10 @@ class _Exchange:
         request = self.request
         request.setResponseCode(response.status, _REASONS.get(response.status))
         set_header = request.responseHeaders.setRawHeaders
-        set_header(b"tus-resumable", [_TUS_RESUMABLE])
+        if self.draft is None:
+            set_header(b"tus-resumable", [_TUS_RESUMABLE])
+        else:
+            set_header(ietf.INTEROP_HEADER, [b"%d" % self.draft])
         set_header(b"x-content-type-options", [b"nosniff"])
         for name, value in response.headers.items():
             set_header(name, [value])

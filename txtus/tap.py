@@ -70,6 +70,8 @@ class Options(usage.Options):
         ["disable-download", None, "Refuse GET downloads of uploads."],
         ["disable-termination", None, "Refuse DELETE (the termination extension)."],
         ["disable-concatenation", None, "Refuse Upload-Concat (the concatenation extension)."],
+        ["enable-ietf-draft", None, "Speak the IETF resumable-uploads draft (interop versions 3-8) to requests that ask for it (the default)."],
+        ["disable-ietf-draft", None, "Handle requests carrying Upload-Draft-Interop-Version as plain tus 1.0."],
     ]
 
     def __init__(self) -> None:
@@ -106,6 +108,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name}: {e}")
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if self["enable-ietf-draft"] and self["disable-ietf-draft"]:
+            raise usage.UsageError("--enable-ietf-draft and --disable-ietf-draft contradict each other")
         if self["locker"] not in LOCKERS:
             raise usage.UsageError(f"--locker must be one of: {', '.join(LOCKERS)}")
         if self["fsync"] not in FSYNC_POLICIES:
@@ -146,6 +150,7 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         disable_concatenation=options["disable-concatenation"],
         expire_after=options["expire-after"],
         cleanup_interval=options["cleanup-interval"],
+        enable_ietf_draft=not options["disable-ietf-draft"],
         reactor=reactor,
     )
 
