@@ -607,3 +607,67 @@ async def test_head_of_unknown_upload_is_404(server):
     response = await head(server.url + "0" * 32, 8)
     assert response.code == 404
     assert_draft_response(response, 8)
+
+
+@pytest_twisted.ensureDeferred
+async def test_104_then_100_continue(server):
+    """A 104 does not replace 100 Continue: both come, the 104 first."""
+    connection = await connect(server)
+    try:
+        path = "/" + server.url.split("/", 3)[3]
+        connection.write(request_bytes("POST", path, {
+            **draft(8, True), "Content-Length": "5", "Expect": "100-continue"},
+            host=f"127.0.0.1:{server.port_number}"))
+        await _wait_received(connection, b"100 Continue\r\n\r\n")
+        interim, rest = _interim_and_final(connection.received)
+        assert [code for code, _ in interim] == [104, 100]
+        assert rest == b""
+        connection.write(b"hello")
+        final = await connection.response()
+        assert final.status == 201
+        assert final.header("location") == interim[0][1]["location"]
+        assert stored(server, final.header("location")) == b"hello"
+    finally:
+        if not connection.is_closed:
+            connection.close()
+            await connection.wait_closed()
+
+
+@pytest_twisted.ensureDeferred
+async def test_plain_site_speaks_the_draft_without_104(upload_dir):
+    """Mounted in a stock Site the body is buffered: no 104, the rest works."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from txtus import FileStore, MemoryLocker, StoreComposer, TusConfig, TusResource
+
+    composer = StoreComposer()
+    store = FileStore(str(upload_dir))
+    store.use_in(composer)
+    MemoryLocker(reactor=reactor).use_in(composer)
+    root = Resource()
+    root.putChild(b"files", TusResource(TusConfig(composer=composer, reactor=reactor)))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(root))
+    try:
+        number = port.getHost().port
+
+        class Plain:
+            port_number = number
+        connection = await connect(Plain)
+        try:
+            connection.write(request_bytes("PUT", "/files/", {**draft(7, False), "Content-Length": "3"},
+                                           host=f"127.0.0.1:{number}") + b"abc")
+            created = await connection.response()
+        finally:
+            connection.close()
+            await connection.wait_closed()
+        assert (created.status, created.interim) == (201, [])
+        location = created.header("location")
+        last = await append(location, 7, 3, b"def", complete=True)
+        assert last.code == 204 and is_complete(last, 7)
+        with open(store.data_path(upload_id(location)), "rb") as f:
+            assert f.read() == b"abcdef"
+    finally:
+        await port.stopListening()
