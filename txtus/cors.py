@@ -6,6 +6,7 @@ and an origin that does not match is refused with 403.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from txtus import errors
@@ -26,6 +27,8 @@ EXPOSE_HEADERS = (
     "Upload-Complete", "Upload-Draft-Interop-Version", "Upload-Limit",
 )
 
+_VISIBLE_ASCII = re.compile(rb"[!-~]+")
+
 
 class Cors:
     """Applies one L{CorsConfig}; header values are joined once, up front."""
@@ -38,12 +41,19 @@ class Cors:
         self._expose = join(EXPOSE_HEADERS, config.extra_expose_headers)
         self._max_age = str(config.max_age).encode("ascii")
 
+    def _allowed(self, origin: bytes) -> bool:
+        # The origin is echoed back in Access-Control-Allow-Origin, so only
+        # visible ASCII (what a serialized origin is made of) may match,
+        # whatever the pattern: never reflect NULs or raw non-ASCII bytes.
+        return (_VISIBLE_ASCII.fullmatch(origin) is not None
+                and self.config.origin_pattern.fullmatch(origin.decode("latin-1")) is not None)
+
     def check(self, request: Any) -> None:
         """Refuse a request from an origin that is not allowed."""
         origin = request.getHeader(b"origin")
         if origin is None or not self.config.enabled:
             return
-        if not self.config.origin_pattern.fullmatch(origin.decode("latin-1")):
+        if not self._allowed(origin):
             raise errors.OriginNotAllowed()
 
     def apply(self, request: Any, preflight: bool) -> None:
@@ -51,7 +61,7 @@ class Cors:
         origin = request.getHeader(b"origin")
         if origin is None or not self.config.enabled:
             return
-        if not self.config.origin_pattern.fullmatch(origin.decode("latin-1")):
+        if not self._allowed(origin):
             return
         add = request.responseHeaders.addRawHeader
         add(b"access-control-allow-origin", origin)
