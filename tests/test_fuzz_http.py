@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import random
 import re
@@ -219,6 +220,54 @@ def create(server: TwistServer, size: int, data: bytes, metadata: bytes) -> Watc
     return Watched(upload_id, size, stored, info)
 
 
+def store_snapshot(uploads: Path) -> dict[str, tuple[bytes | None, bytes | None]]:
+    """Every upload in the store: its data and .info bytes."""
+    ids = {name.removesuffix(".info") for name in os.listdir(uploads) if _STORE_NAME.fullmatch(name)}
+    return {upload_id: read_upload(uploads, upload_id) for upload_id in ids}
+
+
+def declared_size(info: bytes | None) -> int | None:
+    try:
+        return json.loads(info)["Size"] if info else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def check_store_change(before: dict, after: dict, reply: Reply, method: bytes,
+                       headers: list[tuple[bytes, bytes]], body: bytes | None, where: str) -> None:
+    """
+    How one request may have changed the store: an accepted request changes
+    at most one upload (creating it, appending bytes of its own body, or
+    deleting it); a rejected one changes nothing, except that a body too
+    long for its upload fills it up to its length (413, as tusd does) and a
+    creation-with-upload whose body fails still leaves the created upload.
+    """
+    location = reply.header(b"location") or b""
+    created = set(after) - set(before)
+    deleted = set(before) - set(after)
+    changed = {i for i in set(before) & set(after) if before[i] != after[i]}
+    assert len(created) + len(deleted) + len(changed) <= 1, \
+        f"one request changed several uploads {created | deleted | changed}: {where}"
+    for upload_id in created:
+        assert reply.status == 201 or location.endswith(b"/" + upload_id.encode()), \
+            f"upload {upload_id} appeared after a {reply.status}: {where}"
+    for upload_id in deleted:
+        assert reply.status == 204 and b"DELETE" in effective_methods(method, headers), \
+            f"upload {upload_id} vanished after a {reply.status}: {where}"
+    for upload_id in changed:
+        (old_data, old_info), (new_data, new_info) = before[upload_id], after[upload_id]
+        assert old_data is not None and new_data is not None, where
+        added = new_data[len(old_data):]
+        assert new_data.startswith(old_data), f"upload {upload_id} rewritten, not appended to, by {where}"
+        assert body is not None and body.startswith(added), \
+            f"upload {upload_id} gained bytes that were not this request's body: {where}"
+        size = declared_size(new_info)
+        assert size is None or len(new_data) <= size, f"upload {upload_id} grew past its length: {where}"
+        size_exceeded = reply.status == 413 and reply.body.startswith(b"ERR_UPLOAD_SIZE_EXCEEDED")
+        assert 200 <= reply.status < 300 or (size_exceeded and len(new_data) == size and old_info == new_info), \
+            f"upload {upload_id} changed by a rejected request ({reply.status}): {where}"
+
+
 def tree(root: Path) -> set[str]:
     return {str(Path(dirpath, name).relative_to(root))
             for dirpath, dirnames, filenames in os.walk(root) for name in dirnames + filenames}
@@ -232,6 +281,7 @@ class Fuzzer:
         self.port = port
         self.complete = complete
         self.partial = partial
+        self.created: list[str] = []  # IDs from recent 201 answers
 
     def garbage(self) -> bytes:
         rng = self.rng
@@ -261,7 +311,7 @@ class Fuzzer:
 
     def target(self) -> bytes:
         rng = self.rng
-        known = rng.choice([self.complete.upload_id, self.partial.upload_id]).encode()
+        known = rng.choice([self.complete.upload_id, self.partial.upload_id] + self.created[-3:]).encode()
         return rng.choice([
             b"/files/", b"/files", b"/files/" + known, b"/files/" + known, b"/files/" + known,
             b"/files/../x", b"/files/%2e%2e/", b"/files/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
@@ -295,7 +345,7 @@ class Fuzzer:
                 b"k1 INVALID", b"k aGk=,k aGk=", b"\x00 aGk=", b"k " + b"QUFB" * 2000,
                 b"filename " + b64(bytes(range(256)))),
             b"Upload-Concat": lambda: self.pick(
-                b"partial", b"final;/files/" + partial.upload_id.encode(),
+                b"partial", b"final;/files/" + partial.upload_id.encode(), self.final(),
                 b"final;/files/" + self.complete.upload_id.encode() + b" /files/nope",
                 b"final;http://[::1", b"final;http://a\xef\xbc\x83b/", b"final;" + b"/files/x " * 600,
                 b"final; ../../etc/passwd", b"final;", b"final;/files/a\x00b"),
@@ -349,6 +399,14 @@ class Fuzzer:
             return rng.randbytes(rng.choice([remaining, max(0, remaining // 3), remaining + 7]))
         return rng.randbytes(rng.randint(1, 3000))
 
+    def final(self) -> bytes:
+        """An Upload-Concat: final; naming recently created uploads (maybe partial ones)."""
+        rng = self.rng
+        ids = self.created or [self.partial.upload_id]
+        chosen = [rng.choice(ids) for _ in range(rng.randint(1, 3))]
+        prefix = rng.choice([b"/files/", b"http://127.0.0.1:%d/files/" % self.port])
+        return b"final;" + b" ".join(prefix + i.encode() for i in chosen)
+
     def near_valid(self) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes | None]:
         """A valid tus request with one to three things wrong (or none)."""
         rng = self.rng
@@ -357,7 +415,7 @@ class Fuzzer:
         tus = [(b"Tus-Resumable", b"1.0.0")]
         octets = (b"Content-Type", b"application/offset+octet-stream")
         body = None
-        kind = rng.randrange(7)
+        kind = rng.randrange(9)
         if kind == 0:
             method, target = b"POST", b"/files/"
             length = rng.randint(0, 4000)
@@ -372,6 +430,15 @@ class Fuzzer:
             method, target = b"PATCH", b"/files/" + partial.upload_id.encode()
             headers = tus + [octets, (b"Upload-Offset", b"%d" % offset)]
             body = rng.randbytes(rng.randint(0, min(600, partial.size - offset)))
+        elif kind == 4:
+            method, target = b"POST", b"/files/"
+            headers = tus + [(b"Upload-Concat", b"partial"), (b"Upload-Length", b"%d" % rng.randint(0, 50))]
+            if rng.random() < 0.7:
+                body = rng.randbytes(rng.randint(0, 50))
+                headers.append(octets)
+        elif kind == 5:
+            method, target = b"POST", b"/files/"
+            headers = tus + [(b"Upload-Concat", self.final())]
         else:
             method = rng.choice([b"HEAD", b"GET", b"OPTIONS", b"DELETE", b"HEAD"])
             target = b"/files/" + rng.choice([partial, complete]).upload_id.encode()
@@ -467,7 +534,7 @@ def test_fuzz_raw_http(twist_server):
         assert time.monotonic() - started < BUDGET_SECONDS, f"fuzzing took over {BUDGET_SECONDS}s at {index}"
         method, target, headers, body, raw_request = fuzzer.request()
         where = f"seed {SEED} request {index}: {raw_request[:600]!r}"
-        before = {w.upload_id: read_upload(server.uploads, w.upload_id) for w in watched}
+        before = store_snapshot(server.uploads)
         try:
             raw = exchange(server.port, raw_request)
         except socket.timeout:
@@ -483,26 +550,14 @@ def test_fuzz_raw_http(twist_server):
             reply = Reply(0, [], b"")
             statuses[0] = statuses.get(0, 0) + 1
 
+        after = store_snapshot(server.uploads)
+        check_store_change(before, after, reply, method, headers, body, where)
+        if reply.status == 201 and (b"Upload-Concat", b"final;") in [(k, v[:6]) for k, v in headers]:
+            statuses[-201] = statuses.get(-201, 0) + 1  # final uploads made (reported as -201)
+        if reply.status == 201 and reply.header(b"location"):
+            fuzzer.created = fuzzer.created[-15:] + [reply.header(b"location").rsplit(b"/", 1)[1].decode()]
         for w in watched:
-            old_data, old_info = before[w.upload_id]
-            new_data, new_info = read_upload(server.uploads, w.upload_id)
-            if (new_data, new_info) == (old_data, old_info):
-                continue
-            if new_data is None and new_info is None:
-                assert reply.status == 204 and b"DELETE" in effective_methods(method, headers), \
-                    f"upload {w.upload_id} vanished after {reply.status} for {where}"
-            else:
-                assert old_data is not None and new_data is not None, where
-                added = new_data[len(old_data):]
-                assert new_data.startswith(old_data) and added, \
-                    f"upload {w.upload_id} rewritten (not appended to) by {where}"
-                assert body is not None and body.startswith(added), \
-                    f"upload {w.upload_id} gained bytes that were not this request's body: {where}"
-                assert len(new_data) <= w.size, where
-                size_exceeded = reply.status == 413 and reply.body.startswith(b"ERR_UPLOAD_SIZE_EXCEEDED")
-                assert reply.status in (201, 204) or (size_exceeded and len(new_data) == w.size), \
-                    f"upload {w.upload_id} changed by a rejected request ({reply.status}): {where}"
-            w.data, w.info = new_data, new_info
+            w.data, w.info = after.get(w.upload_id, (None, None))
 
         # Keep something to aim at: replace a watched upload that was
         # deleted, and the incomplete one once it completed.
