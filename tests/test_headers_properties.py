@@ -462,3 +462,102 @@ def test_upload_id_cannot_leave_directory(upload_id):
 ])
 def test_media_type(raw, expected):
     assert headers.media_type(raw) == expected
+
+
+# IETF draft: RFC 8941 structured fields and Content-Disposition --------------
+
+sf_keys = st.from_regex(r"[a-z*][a-z0-9_.*-]{0,10}", fullmatch=True)
+
+
+@props
+@given(header_bytes)
+@example(b"(")
+@example(b"a=(1 2")
+@example(b"a=:YWJj")
+@example(b'"unterminated')
+@example(b"-")
+@example(b"1.")
+@example(b"1234567890123456")
+@example(b"a=1,")
+def test_sf_parsers_only_raise_structured_field_error(raw):
+    for parse in (headers.parse_sf_item, headers.parse_sf_dictionary):
+        try:
+            parse(raw)
+        except headers.StructuredFieldError:
+            pass
+
+
+@props
+@given(st.dictionaries(sf_keys, st.one_of(st.booleans(), st.integers(-(10**15) + 1, 10**15 - 1)), max_size=6))
+def test_sf_dictionary_round_trip(members):
+    parsed = headers.parse_sf_dictionary(headers.format_sf_dictionary(members))
+    assert {key: value for key, (value, params) in parsed.items()} == members
+    assert all(type(parsed[k][0]) is type(v) for k, v in members.items())
+
+
+@props
+@given(st.integers(min_value=0, max_value=10**15 - 1))
+def test_sf_non_negative_round_trip(number):
+    assert headers.parse_sf_non_negative([b"%d" % number], errors.InvalidOffset) == number
+
+
+@pytest.mark.parametrize("raw", [b"-1", b"?1", b"1.5", b"1000000000000000", b"abc", b'"5"', b"5,6", b""])
+def test_sf_non_negative_rejects(raw):
+    with pytest.raises(errors.InvalidOffset):
+        headers.parse_sf_non_negative([raw], errors.InvalidOffset)
+
+
+@props
+@given(st.one_of(st.none(), header_bytes))
+def test_sf_boolean_and_interop_version_any_input(raw):
+    version = headers.parse_interop_version(raw)
+    assert version is None or version in headers.IETF_INTEROP_VERSIONS
+    try:
+        value = headers.parse_sf_boolean(None if raw is None else [raw], "Upload-Complete")
+    except errors.InvalidRequest as e:
+        assert e.status == 400
+    else:
+        assert value is None if raw is None else isinstance(value, bool)
+
+
+def test_sf_boolean_examples():
+    assert headers.parse_sf_boolean([b"?1"], "Upload-Complete") is True
+    assert headers.parse_sf_boolean([b"?0"], "Upload-Complete") is False
+    assert headers.parse_sf_boolean(None, "Upload-Complete") is None
+    for raw in [b"?2", b"1", b"true", b"?1, ?0"]:
+        with pytest.raises(errors.InvalidRequest):
+            headers.parse_sf_boolean([raw], "Upload-Complete")
+
+
+@props
+@given(st.one_of(st.none(), header_bytes))
+@example(b'attachment; filename="a')
+@example(b"attachment; filename*=UTF-8''%ff")
+@example(b"attachment; filename*=UTF-8''%")
+def test_content_disposition_filename_any_input(raw):
+    name = headers.content_disposition_filename(raw)
+    assert name is None or isinstance(name, str)
+
+
+@props
+@given(st.text(min_size=1, max_size=40))
+def test_content_disposition_filename_round_trip(name):
+    from urllib.parse import quote
+    raw = f"attachment; filename=\"x\"; filename*=UTF-8''{quote(name.encode('utf-8', 'surrogatepass'), safe='')}"
+    expected = name if not any("\ud800" <= c <= "\udfff" for c in name) else None
+    result = headers.content_disposition_filename(raw.encode("ascii"))
+    assert result == (expected if expected is not None else "x")
+
+
+# encode_metadata must never fail on what a hook or an old .info may hold.
+@props
+@given(st.dictionaries(metadata_keys, st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+                                                | st.characters(), max_size=10), max_size=5))
+def test_encode_metadata_any_text(values):
+    encoded = headers.encode_metadata(values)
+    assert encoded.isascii() and not set(encoded) & {0, 10, 13}
+    assert set(headers.parse_metadata(encoded)) == set(values)
+
+
+def test_encode_metadata_skips_keys_it_cannot_represent():
+    assert headers.encode_metadata({"ok": "a", "bad key": "b", "k,": "c", "\u00e9": "d", "x\r\ny": "e"}) == b"ok YQ=="

@@ -107,7 +107,15 @@ def encode_metadata(metadata: dict[str, str]) -> bytes:
     """
     pairs = []
     for key, value in metadata.items():
-        encoded = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
+        if not _METADATA_KEY.fullmatch(key):
+            continue  # not representable (only a hook could have set it)
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            # A lone surrogate that no header ever produced (a hook's or an
+            # old .info file's value): answer with a stand-in, not a 500.
+            raw = value.encode("utf-8", "replace")
+        encoded = base64.b64encode(raw).decode("ascii")
         pairs.append(f"{key} {encoded}")
     return ",".join(pairs).encode("ascii")
 
