@@ -132,13 +132,9 @@ def exchange(port: int, raw: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def parse_reply(raw: bytes, head_request: bool) -> Reply:
-    """Parse strictly; any deviation from HTTP/1.1 framing fails the test."""
-    while raw.startswith(b"HTTP/1.1 100 "):  # interim answers to Expect: 100-continue
-        raw = raw[raw.index(b"\r\n\r\n") + 4:]
-    end = raw.find(b"\r\n\r\n")
-    assert end >= 0, f"no end of headers in {raw[:300]!r}"
-    lines = raw[:end].split(b"\r\n")
+def parse_head(block: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """A status line and header lines (without the blank line), strictly."""
+    lines = block.split(b"\r\n")
     status = _STATUS_LINE.fullmatch(lines[0])
     assert status, f"bad status line {lines[0][:200]!r}"
     parsed = []
@@ -146,7 +142,23 @@ def parse_reply(raw: bytes, head_request: bool) -> Reply:
         match = _HEADER_LINE.fullmatch(line)
         assert match, f"malformed or non-ASCII response header {line[:200]!r}"
         parsed.append((match.group(1), match.group(2)))
-    reply = Reply(int(status.group(1)), parsed, raw[end + 4:])
+    return int(status.group(1)), parsed
+
+
+def parse_reply(raw: bytes, head_request: bool) -> Reply:
+    """Parse strictly; any deviation from HTTP/1.1 framing fails the test."""
+    while True:
+        end = raw.find(b"\r\n\r\n")
+        assert end >= 0, f"no end of headers in {raw[:300]!r}"
+        status, parsed = parse_head(raw[:end])
+        raw = raw[end + 4:]
+        if status >= 200:
+            break
+        # An interim answer (100 Continue, the draft's 104): checked, skipped.
+        interim = Reply(status, parsed, b"")
+        location = interim.header(b"location")
+        assert location is None or _LOCATION.fullmatch(location), f"odd Location {location!r} in a {status}"
+    reply = Reply(status, parsed, raw)
     length = reply.header(b"content-length")
     if length is not None and not head_request and reply.status not in (204, 304):
         assert length.isdigit() and int(length) == len(reply.body), \
@@ -368,6 +380,14 @@ class Fuzzer:
             b"Access-Control-Request-Headers": lambda: self.pick(b"upload-offset, tus-resumable", b"x-evil"),
             b"Range": lambda: self.pick(b"bytes=0-1", b"bytes=-5"),
             b"Expect": lambda: self.pick(b"100-continue"),
+            # The IETF resumable-uploads draft, spoken on the same URLs.
+            b"Upload-Draft-Interop-Version": lambda: self.pick(b"3", b"5", b"6", b"8", b"9", b"?1", b"6;x"),
+            b"Upload-Complete": lambda: self.pick(b"?1", b"?0", b"?2", b"1"),
+            b"Upload-Incomplete": lambda: self.pick(b"?1", b"?0"),
+            b"Upload-Limit": lambda: self.pick(b"max-size=10", b"min-size=1"),
+            b"Content-Disposition": lambda: self.pick(
+                b'attachment; filename="a.txt"', b"attachment; filename*=UTF-8''%e2%82%ac.txt",
+                b'inline; filename="../../x\\y"', b"attachment; filename*=UTF-8''%ff"),
         }
 
     def headers(self, body: bytes | None) -> list[tuple[bytes, bytes]]:
@@ -415,7 +435,7 @@ class Fuzzer:
         tus = [(b"Tus-Resumable", b"1.0.0")]
         octets = (b"Content-Type", b"application/offset+octet-stream")
         body = None
-        kind = rng.randrange(9)
+        kind = rng.randrange(11)
         if kind == 0:
             method, target = b"POST", b"/files/"
             length = rng.randint(0, 4000)
@@ -436,6 +456,19 @@ class Fuzzer:
             if rng.random() < 0.7:
                 body = rng.randbytes(rng.randint(0, 50))
                 headers.append(octets)
+        elif kind == 9:  # draft creation, complete or not
+            version = rng.choice([b"3", b"5", b"6", b"8"])
+            method, target = rng.choice([b"POST", b"POST", b"PUT"]), b"/files/"
+            completeness = ((b"Upload-Incomplete", rng.choice([b"?0", b"?1"])) if version == b"3"
+                            else (b"Upload-Complete", rng.choice([b"?0", b"?1"])))
+            headers = [(b"Upload-Draft-Interop-Version", version), completeness]
+            body = rng.randbytes(rng.randint(0, 800))
+        elif kind == 10:  # draft append to the incomplete upload
+            method, target = b"PATCH", b"/files/" + partial.upload_id.encode()
+            headers = [(b"Upload-Draft-Interop-Version", rng.choice([b"6", b"8"])),
+                       (b"Content-Type", b"application/partial-upload"),
+                       (b"Upload-Offset", b"%d" % offset), (b"Upload-Complete", b"?0")]
+            body = rng.randbytes(rng.randint(0, min(600, partial.size - offset)))
         elif kind == 5:
             method, target = b"POST", b"/files/"
             headers = tus + [(b"Upload-Concat", self.final())]
@@ -552,6 +585,8 @@ def test_fuzz_raw_http(twist_server):
 
         after = store_snapshot(server.uploads)
         check_store_change(before, after, reply, method, headers, body, where)
+        if 200 <= reply.status < 300 and any(k == b"Upload-Draft-Interop-Version" for k, _ in headers):
+            statuses[-1] = statuses.get(-1, 0) + 1  # accepted draft requests (reported as -1)
         if reply.status == 201 and (b"Upload-Concat", b"final;") in [(k, v[:6]) for k, v in headers]:
             statuses[-201] = statuses.get(-201, 0) + 1  # final uploads made (reported as -201)
         if reply.status == 201 and reply.header(b"location"):
