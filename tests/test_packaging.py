@@ -94,7 +94,7 @@ def test_wheel_installs_and_twist_finds_plugin(wheel, tmp_path):
     purelib = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
                    .stdout.strip())
     # Install the wheel alone, with this environment's pip, into the venv.
-    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile", "--ignore-installed",
           "--prefix", str(target), str(wheel)])
     assert (purelib / "twisted" / "plugins" / "tus_plugin.py").is_file()
     assert not (purelib / "twisted" / "__init__.py").exists()
