@@ -56,8 +56,8 @@ class FileLocker:
         another process holds.
     """
 
-    def __init__(self, directory: str, acquire_timeout: float = 20.0, holder_poll_interval: float = 0.5,
-                 acquirer_poll_interval: float = 0.25, reactor: Any = None) -> None:
+    def __init__(self, directory: str, acquire_timeout: float = 20.0, holder_poll_interval: float = 0.25,
+                 acquirer_poll_interval: float = 0.1, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor
