@@ -123,8 +123,17 @@ class FileStore:
         try:
             fd = os.open(self.data_path(info.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             os.close(fd)
+        except OSError as e:
+            return fail(_storage_error(e))
+        try:
             self.write_info(info)
         except OSError as e:
+            # No .info, no upload (a full disk): do not leave its empty data
+            # file behind, nameless to every listing.
+            try:
+                os.unlink(self.data_path(info.id))
+            except OSError:
+                pass
             return fail(_storage_error(e))
         return succeed(FileUpload(self, info))
 
