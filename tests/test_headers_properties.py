@@ -203,7 +203,7 @@ def test_metadata_stricter_than_tusd(raw):
 
 
 def test_encode_metadata_empty_value_keeps_key():
-    assert headers.encode_metadata({"a": "", "b": "hi"}) == b"a ,b aGk="
+    assert headers.encode_metadata({"a": "", "b": "hi"}) == b"a,b aGk="
 
 
 # Upload-Concat ---------------------------------------------------------------

@@ -95,6 +95,16 @@ class TusConfig:
             self.clock = self.reactor
 
     @property
+    def expires_uploads(self) -> bool:
+        """
+        Whether uploads expire: C{expire_after} is set and the composer can
+        find (lister) and remove (terminater) expired uploads.  Without
+        both, promising expiry would leave uploads answering 410 forever.
+        """
+        return (self.expire_after is not None and self.composer.terminater is not None
+                and self.composer.lister is not None)
+
+    @property
     def absolute_base(self) -> bool:
         return self.base_path.startswith(("http://", "https://"))
 
@@ -111,7 +121,7 @@ class TusConfig:
             names += ["concatenation", "concatenation-unfinished"]
         if composer.length_deferrer is not None:
             names.append("creation-defer-length")
-        if self.expire_after is not None and composer.terminater is not None:
+        if self.expires_uploads:
             names.append("expiration")
         # Every chunk writer can roll a chunk back, so every store can
         # honour checksums.

@@ -29,8 +29,7 @@ class ExpirationCleaner(TimerService):
     """
 
     def __init__(self, config: TusConfig) -> None:
-        composer = config.composer
-        if config.expire_after is None or composer.lister is None or composer.terminater is None:
+        if not config.expires_uploads:
             raise ValueError("the cleaner needs expire_after, an upload lister and a terminater")
         self.config = config
         self._sweeping: Deferred | None = None

@@ -127,6 +127,11 @@ class TusHandler:
             size = headers.parse_creation_length(_first(get(b"upload-length")), _first(defer))
         if config.max_size and size is not None and size > config.max_size:
             raise errors.MaxSizeExceeded()
+        if with_body and body is not None:
+            # Refuse a body that cannot be stored before creating anything.
+            _expected_checksum(request)
+            if size is not None and body.length is not None and body.length > size:
+                raise errors.UploadSizeExceeded()
 
         info = UploadInfo(
             expires=None if concat is not None and concat[0] == "final" else self._expiry(),
@@ -159,7 +164,7 @@ class TusHandler:
         return result
 
     def _expiry(self) -> float | None:
-        if self.config.expire_after is None or self.composer.terminater is None:
+        if not self.config.expires_uploads:
             return None
         return self.config.clock.seconds() + self.config.expire_after
 

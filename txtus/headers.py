@@ -102,8 +102,9 @@ def parse_metadata(raw: bytes | None) -> dict[str, str]:
 
 def encode_metadata(metadata: dict[str, str]) -> bytes:
     """
-    The C{Upload-Metadata} form of C{metadata}; an empty value keeps its key
-    followed by a space, as tusd writes it.
+    The C{Upload-Metadata} form of C{metadata}.  An empty value is written
+    as the bare key (the spec allows omitting the space; tusd's trailing
+    space would end the header value in whitespace, which HTTP forbids).
     """
     pairs = []
     for key, value in metadata.items():
@@ -116,7 +117,7 @@ def encode_metadata(metadata: dict[str, str]) -> bytes:
             # old .info file's value): answer with a stand-in, not a 500.
             raw = value.encode("utf-8", "replace")
         encoded = base64.b64encode(raw).decode("ascii")
-        pairs.append(f"{key} {encoded}")
+        pairs.append(f"{key} {encoded}" if encoded else key)
     return ",".join(pairs).encode("ascii")
 
 

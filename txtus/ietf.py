@@ -260,7 +260,7 @@ class IetfDraftHandler:
             limits["max-size"] = self.config.max_size
         age_key = "expires" if version == 6 else "max-age"
         if info is None:
-            if self.config.expire_after is not None and self.composer.terminater is not None:
+            if self.config.expires_uploads:
                 limits[age_key] = int(self.config.expire_after)
         elif info.expires is not None and not info.is_complete:
             limits[age_key] = max(0, math.floor(info.expires - self.config.clock.seconds()))

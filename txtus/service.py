@@ -71,8 +71,7 @@ def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None 
     """
     site = make_site(config, root)
     service = MultiService()
-    composer = config.composer
-    if config.expire_after is not None and composer.lister is not None and composer.terminater is not None:
+    if config.expires_uploads:
         from txtus.expiration import ExpirationCleaner
         ExpirationCleaner(config).setServiceParent(service)
     for description in ports:
