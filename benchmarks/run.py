@@ -114,7 +114,7 @@ def fit_trickle(scenario: Scenario, clients: int) -> Scenario:
     n = scenario.count
     # The server holds a socket and a file per upload; each client a socket.
     limit = raise_open_file_limit(max(2 * n + 1000, n // clients + 1000, 4096))
-    fit = min(n, (limit - 1000) // 2)
+    fit = min(n, (limit - 500) // 2)
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low, high = map(int, f.read().split())
@@ -176,11 +176,15 @@ def _tell(process: Any, word: str) -> None:
     process.stdin.write(word.encode() + b"\n")
 
 
-async def measure(scenario: Scenario, peer: peers.Peer, workdir: str, clients: int, run: int) -> Measured:
+async def measure(scenario: Scenario, peer: peers.Peer, workdir: str, clients: int, run: int,
+                  profile: str | None = None) -> Measured:
     directory = os.path.join(workdir, "data", f"{peer.name}-{scenario.name}-{run}")
     result = Measured(scenario.name, peer.name)
     server = await peers.start(peer, directory, workdir)
     pid = server.pid
+    profiler = None
+    if profile and peer.name.startswith("txtus"):
+        profiler = await _start_profiler(pid, os.path.join(profile, f"{peer.name}-{scenario.name}-{run + 1}.txt"))
     workers: list[Any] = []
     probe = None
     sampling = True
@@ -232,12 +236,17 @@ async def measure(scenario: Scenario, peer: peers.Peer, workdir: str, clients: i
                 line = await asyncio.wait_for(process.stdout.readline(), 900)
             outputs.append(json.loads(line))
         result.cpu = peers.cpu_seconds(pid) - cpu_before
+        if profiler is not None:
+            await _stop_profiler(profiler)
+            profiler = None
         sampling = False
         await sampler
         memory = peers.memory(pid)
         result.rss_peak = memory["VmHWM"]
     finally:
         sampling = False
+        if profiler is not None:
+            await _stop_profiler(profiler)
         for process in workers + ([probe] if probe else []):
             if process.returncode is None:
                 try:
@@ -288,6 +297,27 @@ async def measure(scenario: Scenario, peer: peers.Peer, workdir: str, clients: i
     if server.process.returncode not in (0, -15, None) and not result.note:
         result.note = f"server exit status {server.process.returncode}"
     return result
+
+
+async def _start_profiler(pid: int, output: str) -> Any:
+    """py-spy, attached to the server, writing collapsed stacks (C{--profile})."""
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    process = await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--output", output,
+        "--nonblocking", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await asyncio.sleep(0.5)  # attached before the load starts
+    return process
+
+
+async def _stop_profiler(process: Any) -> None:
+    if process.returncode is None:
+        process.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 # Reporting ---------------------------------------------------------------------
@@ -529,7 +559,7 @@ async def _one(scenario: Scenario, peer: peers.Peer, workdir: str, args: argpars
                results: dict[tuple[str, str], Summary], runs: int) -> bool:
     started = time.monotonic()
     try:
-        measured = await measure(scenario, peer, workdir, args.clients, run)
+        measured = await measure(scenario, peer, workdir, args.clients, run, args.profile)
     except Exception as e:  # a server that crashed or never started: report, go on
         say(f"  {scenario.name} x {peer.name} run {run + 1}: FAILED: {type(e).__name__}: {e}")
         return False
@@ -554,6 +584,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="where store directories go (default: a new folder in /dev/shm)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
     parser.add_argument("--json", help="also write every measurement to this file")
+    parser.add_argument("--profile", help="record py-spy profiles of the txtus servers into this folder "
+                        "(collapsed stacks; needs py-spy, perturbs the figures)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
     return parser.parse_args(argv)
 
