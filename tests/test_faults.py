@@ -268,11 +268,13 @@ def small_disk(tmp_path: Path):
                             capture_output=True, timeout=WAIT)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode(errors='replace').strip()}")
+    # Requested before twist_factory, so the server has stopped by now;
+    # -l still unmounts if something holds a file open.
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=WAIT)
 
 
-def test_disk_full_then_resume_after_space_returns(twist_factory, small_disk: Path) -> None:
+def test_disk_full_then_resume_after_space_returns(small_disk: Path, twist_factory) -> None:
     server = twist_factory(path=small_disk / "uploads")
     rng = random.Random(SEED + 4)
     filler = rng.randbytes(int(2.5 * MiB))
