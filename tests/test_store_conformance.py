@@ -221,3 +221,26 @@ async def test_file_store_corrupt_info_is_an_error_not_a_crash(tmp_path):
 def test_file_store_refuses_bad_options(tmp_path):
     with pytest.raises(ValueError):
         FileStore(str(tmp_path), fsync="sometimes")
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_sees_info_replaced_by_another_process(tmp_path):
+    """The .info cache is checked against the file on every read."""
+    mine, theirs = FileStore(str(tmp_path)), FileStore(str(tmp_path))
+    upload = await mine.new_upload(UploadInfo(size=None))
+    assert (await (await mine.get_upload(upload.id)).get_info()).size is None  # now cached
+    await theirs.declare_length(await theirs.get_upload(upload.id), 9)
+    assert (await (await mine.get_upload(upload.id)).get_info()).size == 9
+    await theirs.terminate(await theirs.get_upload(upload.id))
+    with pytest.raises(errors.UploadNotFound):
+        await mine.get_upload(upload.id)
+
+
+def test_upload_info_copy_shares_nothing():
+    info = UploadInfo(id="a", size=3, metadata={"k": "v"}, partial_uploads=["p"], storage={"s": "t"})
+    clone = info.copy(offset=2)
+    clone.metadata["k"] = "x"
+    clone.partial_uploads.append("q")
+    clone.storage["s"] = "u"
+    assert (info.metadata, info.partial_uploads, info.storage, info.offset) == ({"k": "v"}, ["p"], {"s": "t"}, 0)
+    assert clone.offset == 2 and clone.size == 3

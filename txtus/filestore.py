@@ -13,7 +13,6 @@ rename).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import secrets
@@ -39,6 +38,7 @@ from txtus.interfaces import (
 )
 
 FSYNC_POLICIES = ("never", "finish", "chunk")
+_INFO_CACHE_SIZE = 4096
 
 
 def _storage_error(error: OSError) -> errors.TusError:
@@ -61,6 +61,7 @@ class FileStore:
         self.path = os.path.abspath(path)
         self.fsync = fsync
         self.file_mode = file_mode
+        self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
         os.makedirs(self.path, mode=dir_mode, exist_ok=True)
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "upload directory is not writable", self.path)
@@ -96,10 +97,24 @@ class FileStore:
             raise
         os.close(fd)
         os.replace(temporary, final)
+        self._info_cache.pop(info.id, None)
 
     def read_info(self, upload_id: str) -> UploadInfo:
+        """
+        The upload's info, from a cache validated by one C{stat}: reading
+        and decoding the JSON on every request cost about a tenth of the
+        time of a small upload.  The key (inode, mtime, size) changes with
+        every atomic replace, including another process's, so the cache is
+        safe with several processes on one directory.
+        """
+        path = self.info_path(upload_id)
         try:
-            with open(self.info_path(upload_id), "rb") as f:
+            status = os.stat(path)
+            key = (status.st_ino, status.st_mtime_ns, status.st_size)
+            cached = self._info_cache.get(upload_id)
+            if cached is not None and cached[0] == key:
+                return cached[1].copy()
+            with open(path, "rb") as f:
                 raw = f.read(1 << 20)
         except FileNotFoundError:
             raise errors.UploadNotFound() from None
@@ -108,12 +123,15 @@ class FileStore:
         except (ValueError, TypeError, AttributeError):
             raise errors.InternalServerError(f"corrupt info file for upload {upload_id}") from None
         info.id = upload_id
-        return info
+        if len(self._info_cache) >= _INFO_CACHE_SIZE:
+            del self._info_cache[next(iter(self._info_cache))]
+        self._info_cache[upload_id] = (key, info)
+        return info.copy()
 
     # IDataStore --------------------------------------------------------
 
     def new_upload(self, info: UploadInfo) -> Deferred:
-        info = dataclasses.replace(info)
+        info = info.copy()
         if not info.id:
             info.id = secrets.token_hex(16)
         elif not is_valid_upload_id(info.id):
@@ -148,6 +166,7 @@ class FileStore:
     # Extensions --------------------------------------------------------
 
     def terminate(self, upload: "FileUpload") -> Deferred:
+        self._info_cache.pop(upload.id, None)
         for path in (self.data_path(upload.id), self.info_path(upload.id)):
             try:
                 os.unlink(path)
@@ -238,25 +257,21 @@ class FileUpload:
             offset = os.stat(self.store.data_path(self.id)).st_size
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
-        return succeed(dataclasses.replace(self.info, offset=offset,
-                                           metadata=dict(self.info.metadata),
-                                           partial_uploads=list(self.info.partial_uploads)))
+        return succeed(self.info.copy(offset=offset))
 
     def open_chunk(self, offset: int) -> Deferred:
+        path = self.store.data_path(self.id)
         try:
-            fd = os.open(self.store.data_path(self.id), os.O_WRONLY)
-            size = os.fstat(fd).st_size
-            if size != offset:
-                # Only possible if something wrote behind the lock's back;
-                # never append at the wrong place.
-                os.close(fd)
-                return fail(errors.MismatchedOffset(headers={"Upload-Offset": str(size)}))
-            os.lseek(fd, offset, os.SEEK_SET)
+            size = os.stat(path).st_size
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
         except OSError as e:
             return fail(_storage_error(e))
-        return succeed(FileChunkWriter(fd, offset, self.store.fsync == "chunk"))
+        if size != offset:
+            # Only possible if something wrote behind the lock's back;
+            # never append at the wrong place.
+            return fail(errors.MismatchedOffset(headers={"Upload-Offset": str(size)}))
+        return succeed(FileChunkWriter(path, offset, self.store.fsync == "chunk"))
 
     def finish(self) -> Deferred:
         if self.store.fsync != "never":
@@ -274,17 +289,24 @@ class FileUpload:
 @implementer(IChunkWriter)
 class FileChunkWriter:
     """
-    Appends a chunk with blocking writes of one socket read each; never
+    Writes a chunk with blocking C{pwrite}s of one socket read each; never
     buffers, so it never needs to pause its producer, except to stop it
     when the disk refuses bytes.
+
+    The data file is opened for each socket read rather than held open for
+    the whole request: an upload trickling in then costs one descriptor
+    (its socket), not two, which is what lets one process hold ten thousand
+    slow uploads; an C{open}/C{close} pair is small next to a 256 KiB write.
     """
 
-    def __init__(self, fd: int, start: int, fsync: bool) -> None:
-        self._fd = fd
+    def __init__(self, path: str, start: int, fsync: bool) -> None:
+        self._path = path
         self._start = start
+        self._position = start
         self._fsync = fsync
         self._error: OSError | None = None
         self._producer: Any = None
+        self._closed = False
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self._producer = producer
@@ -293,45 +315,52 @@ class FileChunkWriter:
         self._producer = None
 
     def write(self, data: bytes) -> None:
-        if self._error is not None:
+        if self._error is not None or self._closed:
             return
         view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            fd = os.open(self._path, os.O_WRONLY)
+            try:
+                while view:
+                    written = os.pwrite(fd, view, self._position)
+                    self._position += written
+                    view = view[written:]
+            finally:
+                os.close(fd)
         except OSError as e:
             self._error = e
             if self._producer is not None:
                 self._producer.stopProducing()
 
-    def _close(self) -> int:
-        try:
-            return os.fstat(self._fd).st_size
-        finally:
-            os.close(self._fd)
-            self._fd = -1
-
     def commit(self) -> Deferred:
-        if self._fd < 0:
+        if self._closed:
             return fail(RuntimeError("chunk already committed or rolled back"))
+        self._closed = True
         try:
-            if self._fsync and self._error is None:
-                os.fsync(self._fd)
+            if self._fsync and self._error is None and self._position > self._start:
+                fd = os.open(self._path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError as e:
             self._error = e
-        offset = self._close()
+        try:
+            offset = os.stat(self._path).st_size
+        except FileNotFoundError:
+            return fail(errors.UploadNotFound())
         if self._error is not None:
             return fail(_storage_error(self._error))
         return succeed(offset)
 
     def rollback(self) -> Deferred:
-        if self._fd < 0:
+        if self._closed:
             return fail(RuntimeError("chunk already committed or rolled back"))
+        self._closed = True
         try:
-            os.ftruncate(self._fd, self._start)
-        finally:
-            self._close()
+            os.truncate(self._path, self._start)
+        except OSError as e:
+            return fail(_storage_error(e))
         return succeed(self._start)
 
 

@@ -127,9 +127,7 @@ class MemoryUpload:
         info = self.store.infos.get(self.id)
         if info is None:
             return fail(errors.UploadNotFound())
-        return succeed(dataclasses.replace(info, offset=len(self.store.data[self.id]),
-                                           metadata=dict(info.metadata),
-                                           partial_uploads=list(info.partial_uploads)))
+        return succeed(info.copy(offset=len(self.store.data[self.id])))
 
     def open_chunk(self, offset: int) -> Deferred:
         data = self.store.data.get(self.id)
