@@ -127,7 +127,8 @@ class BufferingStore:
 
 
 class Server:
-    def __init__(self, tmp_path: Any, core: Any = None, network_timeout: float = 60.0) -> None:
+    def __init__(self, tmp_path: Any, core: Any = None, network_timeout: float = 60.0,
+                 min_upload_rate: float = 0.0) -> None:
         self.clock = Clock()
         self.files = FileStore(str(tmp_path / "uploads"))
         composer = StoreComposer()
@@ -137,7 +138,8 @@ class Server:
             composer.use_core(core)
         self.locker = MemoryLocker(reactor=self.clock)
         self.locker.use_in(composer)
-        self.config = TusConfig(composer=composer, reactor=self.clock, network_timeout=network_timeout)
+        self.config = TusConfig(composer=composer, reactor=self.clock, network_timeout=network_timeout,
+                                min_upload_rate=min_upload_rate)
         self.site = make_site(self.config)
 
     def connect(self) -> "Connection":
@@ -396,6 +398,39 @@ def test_trickling_bytes_do_not_time_out(tmp_path: Any) -> None:
         server.clock.advance(6)
     assert connection.output() == b""
     connection.send(b"z")
+    assert connection.responses()[0][0] == 204
+
+
+def test_minimum_rate_cuts_a_trickle_and_keeps_its_bytes(tmp_path: Any) -> None:
+    server = Server(tmp_path, network_timeout=10, min_upload_rate=100)
+    upload_id = server.create(5000)
+    connection = server.connect()
+    connection.send(connection.patch_head(upload_id, 0, 5000))
+    for _ in range(10):  # 150 B/s for the first 10 s: fast enough
+        connection.send(b"a" * 150)
+        server.clock.advance(1)
+    assert connection.output() == b""
+    for _ in range(10):  # then 1 byte a second: below 100 B/s
+        connection.send(b"z")
+        server.clock.advance(1)
+    (status, headers, body), = connection.responses()
+    assert status == 500 and body.startswith(b"ERR_READ_TIMEOUT")
+    assert server.stored(upload_id) == b"a" * 1500 + b"z" * 10
+
+
+def test_minimum_rate_spares_a_body_paused_by_the_store(tmp_path: Any) -> None:
+    files = FileStore(str(tmp_path / "uploads"))
+    store = BufferingStore(files, high=1024, low=0)
+    server = Server(tmp_path, core=store, network_timeout=10, min_upload_rate=100)
+    upload_id = server.create(4096)
+    connection = server.connect()
+    connection.send(connection.patch_head(upload_id, 0, 4096) + b"x" * 2048)
+    assert connection.transport.producerState == "paused"
+    for _ in range(10):
+        server.clock.advance(5)
+    assert connection.output() == b""
+    store.writer.drain()
+    connection.send(b"x" * 2048)
     assert connection.responses()[0][0] == 204
 
 

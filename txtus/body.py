@@ -49,10 +49,16 @@ class StreamingBody:
     C{pauseProducing} pauses the socket.
     """
 
-    def __init__(self, request: Any, clock: Any, network_timeout: float, length: int | None) -> None:
+    def __init__(self, request: Any, clock: Any, network_timeout: float, length: int | None,
+                 min_rate: float = 0.0) -> None:
         self._request = request
         self._clock = clock
         self._timeout = network_timeout
+        # Bytes per second a body must average over each network_timeout
+        # window (0: any progress will do).  Without it a client sending a
+        # byte every few seconds holds its connection and upload for ever.
+        self._min_rate = min_rate
+        self._window = (0.0, 0)
         self.length = length
         self.received = 0
         self.trailers = Headers()
@@ -111,6 +117,7 @@ class StreamingBody:
         self._resume_reading()
         if self._timeout:
             self._last_progress = self._clock.seconds()
+            self._window = (self._last_progress, self.received)
             self._watchdog = self._clock.callLater(self._timeout, self._check_progress)
         return self._done
 
@@ -189,13 +196,25 @@ class StreamingBody:
         # from the last byte, not from when a check happened to notice it.
         now = self._clock.seconds()
         if self._consumer_paused:
-            self._last_progress = now  # waiting for the store, not the client
+            # Waiting for the store, not the client.
+            self._last_progress = now
+            self._window = (now, self.received)
         idle = now - self._last_progress
-        if idle >= self._timeout:
+        too_slow = False
+        next_check = self._timeout - idle
+        if self._min_rate:
+            since, count = self._window
+            elapsed = now - since
+            if elapsed >= self._timeout:
+                too_slow = self.received - count < self._min_rate * elapsed
+                self._window = (now, self.received)
+                elapsed = 0.0
+            next_check = min(next_check, self._timeout - elapsed)
+        if idle >= self._timeout or too_slow:
             self._watchdog = None
             self._finish(BodyEnd.TIMEOUT)
             return
-        self._watchdog = self._clock.callLater(self._timeout - idle, self._check_progress)
+        self._watchdog = self._clock.callLater(next_check, self._check_progress)
 
     def _restore_idle_timeout(self, body_complete: bool) -> None:
         timeout, self._idle_timeout = self._idle_timeout, None

@@ -46,6 +46,9 @@ class TusConfig:
         expires (answers 410, then is removed by the cleaner); L{None} for
         never.
     @ivar cleanup_interval: seconds between two sweeps of the cleaner.
+    @ivar min_upload_rate: bytes per second a request body must average
+        over each C{network_timeout} window, or be cut (keeping what
+        arrived); 0 to accept any pace that keeps making progress.
     @ivar behind_proxy: trust C{Forwarded} / C{X-Forwarded-*} for
         C{Location}.
     @ivar reactor: the reactor to use; L{None} for the global one.
@@ -61,6 +64,7 @@ class TusConfig:
     base_path: str = "/files/"
     max_size: int = 0
     network_timeout: float = 60.0
+    min_upload_rate: float = 0.0
     behind_proxy: bool = False
     cors: CorsConfig = field(default_factory=CorsConfig)
     disable_download: bool = False
@@ -81,6 +85,8 @@ class TusConfig:
             raise ValueError("expire_after must be positive")
         if self.cleanup_interval <= 0:
             raise ValueError("cleanup_interval must be positive")
+        if self.min_upload_rate < 0:
+            raise ValueError("min_upload_rate must not be negative")
         if self.network_timeout < 0:
             raise ValueError("network_timeout must not be negative")
         if not self.base_path.startswith(("http://", "https://")):

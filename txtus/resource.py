@@ -81,7 +81,8 @@ class TusResource(Resource):
             return None
         length = request.getHeader(b"content-length")
         body = StreamingBody(request, self.config.reactor, self.config.network_timeout,
-                             int(length) if length is not None and length.isdigit() else None)
+                             int(length) if length is not None and length.isdigit() else None,
+                             min_rate=self.config.min_upload_rate)
         request.tus_exchange = _Exchange(self, request, method, body)
         return body
 

@@ -57,6 +57,7 @@ class Options(usage.Options):
         ["base-path", None, "/files/", "URL path of the upload endpoint, or an absolute URL used for Location."],
         ["max-size", None, "0", "Largest upload accepted, in bytes (suffixes KB, MB, GiB... allowed); 0 for no limit."],
         ["network-timeout", None, "60", "Seconds without a byte of request body before the request is cut."],
+        ["min-upload-rate", None, "0", "Bytes per second a request body must average over each --network-timeout window (e.g. 1KB); 0 for no minimum."],
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
@@ -91,6 +92,10 @@ class Options(usage.Options):
             self["max-size"] = parse_size(self["max-size"])
         except ValueError as e:
             raise usage.UsageError(f"--max-size: {e}")
+        try:
+            self["min-upload-rate"] = parse_size(self["min-upload-rate"])
+        except ValueError as e:
+            raise usage.UsageError(f"--min-upload-rate: {e}")
         for name in ("network-timeout", "acquire-lock-timeout"):
             try:
                 value = float(self[name])
@@ -143,6 +148,7 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         base_path=options["base-path"],
         max_size=options["max-size"],
         network_timeout=options["network-timeout"],
+        min_upload_rate=options["min-upload-rate"],
         behind_proxy=options["behind-proxy"],
         cors=CorsConfig(enabled=not options["disable-cors"], allow_origin=options["cors-origin"]),
         disable_download=options["disable-download"],
