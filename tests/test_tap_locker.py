@@ -1,6 +1,7 @@
 """
-C{twist tus --locker}: the file locker by default (several processes may
-share an upload directory), the memory locker on request.
+C{twist tus --locker}: the memory locker by default (one process: no
+descriptor or syscalls per lock), the file locker on request for several
+processes sharing an upload directory.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ def _config(tmp_path, *args):
     return build_config(options, reactor=Clock())
 
 
-def test_file_locker_is_the_default(tmp_path):
-    locker = _config(tmp_path, "--acquire-lock-timeout", "7").composer.locker
+def test_file_locker_on_request(tmp_path):
+    locker = _config(tmp_path, "--locker", "file", "--acquire-lock-timeout", "7").composer.locker
     assert isinstance(locker, FileLocker)
     assert locker.path == str(tmp_path)
     assert locker.acquire_timeout == 7
 
 
-def test_memory_locker_on_request(tmp_path):
-    locker = _config(tmp_path, "--locker", "memory", "--acquire-lock-timeout", "3").composer.locker
+def test_memory_locker_is_the_default(tmp_path):
+    locker = _config(tmp_path, "--acquire-lock-timeout", "3").composer.locker
     assert isinstance(locker, MemoryLocker)
     assert locker.acquire_timeout == 3
 

@@ -61,7 +61,7 @@ class Options(usage.Options):
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
-        ["locker", None, "file", "Upload locks: file (flock in --path, safe for several processes sharing it) or memory (one process only)."],
+        ["locker", None, "memory", "Upload locks: memory (this process only) or file (flock in --path: use it when several processes share --path)."],
         ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
         ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
     ]
