@@ -522,7 +522,7 @@ async def main(args: argparse.Namespace) -> int:
                 for peer_name in rotated:
                     failed |= not await _one(table[name], available[peer_name], workdir, args, run, results, runs)
         if "d" in scenarios:
-            for peer_name in [p for p in available if p in ("txtus", "ceiling", "tus-node")] or list(available)[:1]:
+            for peer_name in [p for p in available if p in ("txtus", "txtus-default", "ceiling", "tus-node")] or list(available)[:1]:
                 failed |= not await _one(table["d"], available[peer_name], workdir, args, 0, results, 1)
     finally:
         if not args.keep:
