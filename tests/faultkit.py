@@ -63,6 +63,11 @@ class TwistProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/files/"
 
+    @property
+    def log(self) -> Path:
+        """The current process's log file."""
+        return self._log(self.starts)
+
     def _log(self, n: int) -> Path:
         return self.log_dir / f"server-{n}.log"
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 tusclient = pytest.importorskip("tusclient.client")
 
 import txtus
+from faultkit import TwistProcess, wait_until
 
 REPO = str(Path(txtus.__file__).resolve().parent.parent)
 WAIT = 10.0  # seconds any one real event may take
@@ -46,86 +45,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Any, what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class TwistServer:
-    def __init__(self, process: subprocess.Popen, port: int, path: Path, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.path = path
-        self.log = log
-        self.url = f"http://127.0.0.1:{port}/files/"
-
-    def data(self, url: str) -> bytes:
-        return (self.path / url.rsplit("/", 1)[1]).read_bytes()
-
-    def stored_size(self, url: str) -> int:
-        return (self.path / url.rsplit("/", 1)[1]).stat().st_size
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=WAIT)
-
-
 @pytest.fixture(scope="module")
 def twist(tmp_path_factory: Any) -> Any:
     base = tmp_path_factory.mktemp("twist")
-    path, log = base / "uploads", base / "twist.log"
-    port = free_port()
-    process = subprocess.Popen(
-        twist_command("--port", f"tcp:{port}:interface=127.0.0.1", "--path", str(path)),
-        env=twist_env(), stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        def listening() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"twist tus exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        wait_until(listening, "twist tus to listen")
-        yield TwistServer(process, port, path, log)
-    finally:
-        stop(process)
-    assert process.returncode is not None
+    server = TwistProcess(base / "uploads", base)
+    yield server
+    server.stop()
+    assert server.process.returncode is not None
 
 
-def client(server: TwistServer) -> Any:
+def client(server: TwistProcess) -> Any:
     return tusclient.TusClient(server.url)
 
 
 @pytest.mark.parametrize("chunk_size", [1024 * 1024, 64 * 1024 * 1024])
-def test_tuspy_upload(twist: TwistServer, chunk_size: int) -> None:
+def test_tuspy_upload(twist: TwistProcess, chunk_size: int) -> None:
     data = os.urandom(3 * 1024 * 1024 + 12345)
     uploader = client(twist).uploader(file_stream=io.BytesIO(data), chunk_size=chunk_size,
                                       metadata={"filename": "ünïcode.bin"})
     uploader.upload()
     assert uploader.offset == len(data)
-    assert twist.data(uploader.url) == data
+    assert twist.stored(uploader.url.rsplit("/", 1)[1]) == data
     info = json.loads((twist.path / (uploader.url.rsplit("/", 1)[1] + ".info")).read_bytes())
     assert info["Size"] == len(data)
     assert info["MetaData"]["filename"] == "ünïcode.bin"
 
 
-def _head_offset(server: TwistServer, url: str) -> int | None:
+def _head_offset(server: TwistProcess, url: str) -> int | None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as s:
         path = "/" + url.split("/", 3)[3]
         s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nConnection: close\r\n\r\n".encode())
@@ -139,7 +85,7 @@ def _head_offset(server: TwistServer, url: str) -> int | None:
     return None
 
 
-def test_cut_connection_then_tuspy_resumes(twist: TwistServer) -> None:
+def test_cut_connection_then_tuspy_resumes(twist: TwistProcess) -> None:
     data = os.urandom(4 * 1024 * 1024)
     sent = 1536 * 1024 + 7
     uploader = client(twist).uploader(file_stream=io.BytesIO(data), chunk_size=len(data))
@@ -150,7 +96,7 @@ def test_cut_connection_then_tuspy_resumes(twist: TwistServer) -> None:
     s.sendall((f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
                f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:sent])
-    wait_until(lambda: twist.stored_size(url) == sent, "the first bytes to reach the disk")
+    wait_until(lambda: twist.stored_size(url.rsplit("/", 1)[1]) == sent, "the first bytes to reach the disk")
     # Kill the connection: a reset, not a polite close.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     s.close()
@@ -160,7 +106,7 @@ def test_cut_connection_then_tuspy_resumes(twist: TwistServer) -> None:
     assert resumed.offset == sent
     resumed.upload()
     assert resumed.offset == len(data)
-    assert twist.data(url) == data
+    assert twist.stored(url.rsplit("/", 1)[1]) == data
     assert twist.process.poll() is None
 
 
