@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from txtus.config import TusConfig
@@ -32,7 +33,7 @@ class _Root(Resource):
         # "/" arrives as the child b"" of the root; serve the greeting there.
         if path == b"" and not request.postpath:
             return self
-        return super().getChild(path, request)
+        return notFound()
 
 
 def mount(root: Resource, path: str, resource: Resource) -> None:
