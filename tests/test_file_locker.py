@@ -23,35 +23,7 @@ from txtus.composer import StoreComposer
 from txtus.filelocker import FileLocker
 from txtus.interfaces import ILock, ILocker
 
-
-class Holder:
-    """Records how often its lock-release callback was called."""
-
-    def __init__(self) -> None:
-        self.asked = 0
-
-    def __call__(self) -> None:
-        self.asked += 1
-
-
-def held(d):
-    """The lock a fired Deferred holds (fails the test if it has not fired)."""
-    results = []
-
-    def keep(result):
-        results.append(result)
-        return result
-
-    d.addCallback(keep)
-    assert results, "lock was not acquired"
-    return results[0]
-
-
-def failure_of(d):
-    failures = []
-    d.addErrback(failures.append)
-    assert failures, "Deferred has not failed"
-    return failures[0]
+from lockkit import Holder, failure_of, held
 
 
 @pytest.fixture
