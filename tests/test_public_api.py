@@ -1,0 +1,30 @@
+"""
+The public surface is what C{txtus} exports; this pins it, so a change to it
+is a deliberate one (and every export really is importable and documented).
+"""
+
+import txtus
+
+PUBLIC = {
+    "CorsConfig", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "StoreComposer",
+    "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
+    "make_service", "make_site", "mount",
+}
+
+
+def test_public_surface_is_pinned():
+    assert set(txtus.__all__) == PUBLIC
+
+
+def test_every_export_exists_and_says_why():
+    for name in txtus.__all__:
+        value = getattr(txtus, name)
+        assert value.__doc__, f"txtus.{name} has no docstring"
+
+
+def test_every_shipped_store_and_locker_can_use_in_a_composer(tmp_path):
+    composer = txtus.StoreComposer()
+    for component in (txtus.FileStore(str(tmp_path)), txtus.MemoryStore(),
+                      txtus.MemoryLocker(), txtus.FileLocker(str(tmp_path))):
+        component.use_in(composer)
+    assert composer.core is not None and composer.locker is not None
