@@ -533,3 +533,28 @@ def test_large_body_is_never_accumulated(server: Server) -> None:
     assert status == 204
     assert headers[b"upload-offset"] == b"%d" % size
     assert server.stored_size(upload_id) == size
+
+
+def test_headers_trickled_past_the_timeout_are_cut(server: Server) -> None:
+    """The idle timeout restarts with each byte; the header block has a deadline."""
+    # The site's header deadline is the network timeout: 60 s here.
+    connection = server.connect()
+    connection.send(b"OPTIONS /files/ HTTP/1.1\r\n")
+    for _ in range(59):
+        connection.send(b"X")
+        server.clock.advance(1)
+    assert not connection.transport.disconnecting
+    server.clock.advance(1)
+    assert connection.transport.disconnecting
+    assert connection.output() == b""
+
+
+def test_header_deadline_ends_with_the_headers(server: Server) -> None:
+    connection = server.connect()
+    connection.send(b"OPTIONS /files/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert connection.responses()[0][0] == 200
+    server.clock.advance(59)
+    connection.send(b"OPTIONS /files/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert connection.responses()[0][0] == 200
+    server.clock.advance(30)
+    assert not connection.transport.disconnecting

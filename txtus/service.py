@@ -61,7 +61,8 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
         root = _Root()
     path = urlsplit(config.base_path).path if config.absolute_base else config.base_path
     mount(root, path, TusResource(config))
-    return TusSite(root, timeout=config.network_timeout or None, reactor=config.reactor)
+    return TusSite(root, timeout=config.network_timeout or None, reactor=config.reactor,
+                   header_timeout=config.network_timeout or None)
 
 
 def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> MultiService:

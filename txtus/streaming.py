@@ -33,8 +33,31 @@ class TusRequest(server.Request):
     """A request whose body can be streamed to the resource it is for."""
 
     _tus_body: Any = None
+    _header_deadline: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # twisted.web's idle timeout restarts with every byte, so headers
+        # trickled a byte at a time would hold the connection for ever: the
+        # header block gets a deadline of its own, from the request line on.
+        site = getattr(self.channel, "site", None)
+        timeout = getattr(site, "header_timeout", None)
+        if timeout:
+            self._header_deadline = site.reactor.callLater(timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        transport = getattr(getattr(self, "channel", None), "transport", None)
+        if transport is not None:
+            transport.loseConnection()
+
+    def _headers_done(self) -> None:
+        deadline, self._header_deadline = self._header_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def gotLength(self, length: int | None) -> None:
+        self._headers_done()
         if length != 0:
             line = _twisted_private.request_line(self)
             if line is not None:
@@ -82,6 +105,7 @@ class TusRequest(server.Request):
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Any) -> None:
+        self._headers_done()
         super().connectionLost(reason)
         if self._tus_body is not None:
             self._tus_body.lost(reason)
@@ -91,9 +115,15 @@ class TusSite(server.Site):
     """
     A C{Site} set up for uploads: streaming requests, no HTML form parsing
     of POST bodies, and no per-request access log on the hot path.
+
+    @ivar header_timeout: seconds a request's header block may take from
+        its request line on (L{None}: no limit but the idle timeout).
     """
 
-    def __init__(self, resource: Any, *args: Any, **kwargs: Any) -> None:
+    header_timeout: float | None = None
+
+    def __init__(self, resource: Any, *args: Any, header_timeout: float | None = None, **kwargs: Any) -> None:
+        self.header_timeout = header_timeout
         kwargs.setdefault("requestFactory", TusRequest)
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, *args, **kwargs)
