@@ -102,17 +102,18 @@ class StreamingBody:
         @return: a Deferred firing with the L{BodyEnd} once no more bytes
             will come.
         """
-        self._done = Deferred()
+        done = self._done = Deferred()
         pending, self._pending = self._pending, []
         self._receiver = receiver
         if self.end is None and getattr(self._request, "expects_continue", False):
             _twisted_private.write_informational(self._request, 100, b"Continue", [])
         for data in pending:
-            receiver(data)
+            receiver(data)  # may end the body (overflow, a failing writer)
         if self.end is not None:
             self._receiver = None
-            done, self._done = self._done, None
-            done.callback(self.end)
+            if self._done is not None:
+                self._done = None
+                done.callback(self.end)
             return done
         self._resume_reading()
         if self._timeout:

@@ -195,7 +195,10 @@ class FileStore:
         def copy():
             # Not O_APPEND: copy_file_range refuses appending targets.
             with open(self.data_path(final.id), "r+b") as target:
-                position = os.fstat(target.fileno()).st_size
+                # From the start: an earlier attempt cut short (a crash, a
+                # full disk) may have left a prefix behind.
+                target.truncate(0)
+                position = 0
                 for partial in partials:
                     with open(self.data_path(partial.id), "rb") as source:
                         size = os.fstat(source.fileno()).st_size
