@@ -57,3 +57,49 @@ async def test_concatenation_retried_after_an_interrupted_copy_starts_over(serve
     status = await head(location)
     assert header(status, "upload-offset") == header(status, "upload-length") == "10"
     assert stored(server, location) == b"helloworld"
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_leaving_mid_download_is_not_logged_as_a_failure(server):
+    """A client that disconnects during a GET is routine, not a traceback."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+    from twisted.logger import globalLogPublisher
+    import treq
+
+    data = b"x" * (8 * 1024 * 1024)
+    response = await treq.post(server.url, data, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)),
+        "Content-Type": "application/offset+octet-stream"})
+    assert response.code == 201
+    path = response.headers.getRawHeaders("location")[0].split(str(server.port_number), 1)[1]
+
+    failures = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        got_some: Deferred = Deferred()
+
+        class Reader(Protocol):
+            def connectionMade(self):
+                self.transport.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+
+            def dataReceived(self, chunk):
+                if not got_some.called:
+                    got_some.callback(self)
+
+        reader = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port_number), Reader())
+        await got_some
+        reader.transport.abortConnection()
+        settle: Deferred = Deferred()
+        reactor.callLater(0.2, settle.callback, None)
+        await settle
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == []

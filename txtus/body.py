@@ -186,8 +186,10 @@ class StreamingBody:
         self._watchdog = None
         if why is not BodyEnd.DISCONNECTED:
             self._restore_idle_timeout(body_complete=why is BodyEnd.COMPLETE)
-        # A rejected or stopped body stays unread (and the socket paused):
-        # its response closes the connection.
+        if why not in (BodyEnd.COMPLETE, BodyEnd.DISCONNECTED):
+            # A rejected or stopped body stays unread: its response closes
+            # the connection, so stop reading what would be thrown away.
+            self._pause_reading()
         if self._done is not None:
             done, self._done = self._done, None
             done.callback(why)

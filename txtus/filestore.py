@@ -19,6 +19,7 @@ import secrets
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.task import cooperate
 from zope.interface import implementer
@@ -383,7 +384,11 @@ class _FileRangeProducer:
     def resumeProducing(self) -> None:
         if self._file is None:
             return
-        data = os.pread(self._file.fileno(), min(self.CHUNK, self._remaining), self._position) if self._remaining else b""
+        try:
+            data = os.pread(self._file.fileno(), min(self.CHUNK, self._remaining), self._position) if self._remaining else b""
+        except OSError as e:
+            self._end(_storage_error(e))
+            return
         if not data:
             self._end(None if self._remaining == 0 else errors.InternalServerError("upload shrank during download"))
             return
@@ -392,7 +397,9 @@ class _FileRangeProducer:
         self._consumer.write(data)
 
     def stopProducing(self) -> None:
-        self._end(errors.InternalServerError("download stopped"))
+        # The consumer went away (the client disconnected): not an error of
+        # ours, so it is reported as the lost connection it is.
+        self._end(ConnectionLost("download stopped by the consumer"))
 
     def _end(self, error: Exception | None) -> None:
         if self._file is None:

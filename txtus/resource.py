@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
@@ -217,6 +218,8 @@ class _Exchange:
             self.request.finish()
 
     def _send_failed(self, failure: Failure) -> None:
+        if failure.check(ConnectionLost):
+            return  # the client went away mid-download
         if not self._lost:
             log.failure("download of {upload_id} failed", failure, upload_id=self.upload_id)
             self.request.loseConnection()
