@@ -213,10 +213,18 @@ def request_bytes(method: bytes, target: bytes, headers: dict[bytes, bytes] | No
 def call(port: int, method: bytes, target: bytes, headers: dict[bytes, bytes] | None = None,
          body: bytes | None = None, timeout: float = WAIT) -> Reply:
     """Send one request, read until the server closes, parse the answer."""
+    raw = exchange(port, request_bytes(method, target, headers, body), timeout)
+    reply = parse_reply(raw)
+    assert reply is not None, f"no answer to {method!r} {target!r}: {raw[:300]!r}"
+    return reply
+
+
+def exchange(port: int, raw: bytes, timeout: float = WAIT) -> bytes:
+    """Send raw request bytes and read everything until the server closes."""
     chunks = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
-            sock.sendall(request_bytes(method, target, headers, body))
+            sock.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered early and closed; the answer may still be readable
         while True:
@@ -227,9 +235,7 @@ def call(port: int, method: bytes, target: bytes, headers: dict[bytes, bytes] | 
             if not data:
                 break
             chunks.append(data)
-    reply = parse_reply(b"".join(chunks))
-    assert reply is not None, f"no answer to {method!r} {target!r}: {b''.join(chunks)[:300]!r}"
-    return reply
+    return b"".join(chunks)
 
 
 def target(upload_id: str) -> bytes:

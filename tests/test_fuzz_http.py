@@ -24,17 +24,16 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+import faultkit
+
 SEED = int(os.environ.get("TXTUS_FUZZ_SEED", "20261125"))
 REQUESTS = int(os.environ.get("TXTUS_FUZZ_REQUESTS", "300"))
 BUDGET_SECONDS = 30.0
@@ -65,37 +64,13 @@ class TwistServer:
 @pytest.fixture
 def twist_server(tmp_path):
     root = tmp_path / "root"
-    uploads = root / "uploads"
     root.mkdir()
-    log = tmp_path / "server.log"
-    stderr = open(tmp_path / "server.stderr", "wb")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "twisted", "--log-file", str(log), "--log-format", "text",
-         "tus", "--path", str(uploads), "--port", "tcp:0:interface=127.0.0.1",
-         "--behind-proxy", "--max-size", "1MB", "--network-timeout", "5"],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    process = faultkit.TwistProcess(root / "uploads", tmp_path,
+                                    "--behind-proxy", "--max-size", "1MB", "--network-timeout", "5")
     try:
-        port = None
-        deadline = time.monotonic() + 15
-        while port is None and time.monotonic() < deadline and process.poll() is None:
-            match = re.search(r"starting on ([0-9]+)", log.read_text() if log.exists() else "")
-            if match:
-                port = int(match.group(1))
-            else:
-                time.sleep(0.05)
-        if port is None:
-            pytest.fail(f"twist tus did not start: {(tmp_path / 'server.stderr').read_text()[-2000:]}")
-        yield TwistServer(process, port, root, uploads, log)
+        yield TwistServer(process.process, process.port, root, root / "uploads", process.log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        stderr.close()
+        process.stop()
 
 
 # A raw client ---------------------------------------------------------------
@@ -115,21 +90,7 @@ class Reply:
 
 def exchange(port: int, raw: bytes) -> bytes:
     """Send one request (with Connection: close) and read until EOF."""
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=RESPONSE_TIMEOUT) as sock:
-        try:
-            sock.sendall(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # answered early and closed; the answer is still readable
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
+    return faultkit.exchange(port, raw, RESPONSE_TIMEOUT)
 
 
 def parse_head(block: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -611,7 +572,7 @@ def test_fuzz_raw_http(twist_server):
         watched = [complete, partial]
 
         outside = tree(server.root.parent) - {f"root/{p}" for p in tree(server.root)}
-        assert outside <= outside_before | {"server.log", "server.log.1", "server.stderr"}, \
+        assert outside <= outside_before | {"server-1.log", "server-1.log.1", "server-1.stderr"}, \
             f"files appeared outside the store: {outside - outside_before} after {where}"
         for path in tree(server.root) - root_before:
             parent, _, name = path.rpartition("/")
