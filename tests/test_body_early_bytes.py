@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
-from txtus.body import BodyEnd, StreamingBody
+from txtus.web.body import BodyEnd, StreamingBody
 
 
 class _NoChannel:

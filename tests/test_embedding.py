@@ -26,7 +26,7 @@ from twisted.internet.protocol import Protocol
 from txtus import make_site
 from txtus.composer import StoreComposer
 from txtus.config import TusConfig
-from txtus.filestore import FileStore
+from txtus.stores.file import FileStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "embed.py"
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from txtus import StoreComposer, TusConfig, FileStore, MemoryLocker
 from txtus.expiration import ExpirationCleaner
-from txtus.headers import http_date
+from txtus.protocol.headers import http_date
 from txtus.info import UploadInfo
 from txtus.tap import Options
 

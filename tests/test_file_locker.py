@@ -1,5 +1,5 @@
 """
-L{txtus.filelocker.FileLocker}.  Two lockers on one directory stand for two
+L{txtus.lockers.file.FileLocker}.  Two lockers on one directory stand for two
 processes (flock locks belong to open file descriptions, so they exclude
 each other even inside one process); a L{Clock} drives the polling.  The
 last tests use a real second process.
@@ -18,9 +18,10 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from txtus import errors, filelocker
+from txtus import errors
+from txtus.lockers import file as filelocker
 from txtus.composer import StoreComposer
-from txtus.filelocker import FileLocker
+from txtus.lockers.file import FileLocker
 from txtus.interfaces import ILock, ILocker
 
 from lockkit import Holder, failure_of, held

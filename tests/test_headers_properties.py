@@ -1,5 +1,5 @@
 """
-Property-based and example tests for L{txtus.headers}, the one place raw
+Property-based and example tests for L{txtus.protocol.headers}, the one place raw
 header bytes become Python values.
 
 The properties say what must hold for any input a client can send: a parser
@@ -23,7 +23,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from txtus import errors, headers
+from txtus import errors
+from txtus.protocol import headers
 
 # No per-example deadline: these are pure functions, and a loaded CI machine
 # should not turn a slow example into a failure.

@@ -1,5 +1,5 @@
 """
-The IETF resumable-uploads draft (txtus.ietf) over real HTTP, for every
+The IETF resumable-uploads draft (txtus.protocol.ietf) over real HTTP, for every
 interop version we speak (3 to 8): creation (complete, incomplete with a
 deferred length, with Upload-Length), the 104 interim response, offset
 retrieval, append, mismatches, media types, cancellation, limits, and
@@ -17,7 +17,7 @@ import treq
 from twisted.internet.task import Clock
 
 from tushttp import chunked, connect, header, request_bytes, stored, upload_id
-from txtus import headers as h
+from txtus.protocol import headers as h
 
 VERSIONS = [3, 4, 5, 6, 7, 8]
 PARTIAL = "application/partial-upload"

@@ -1,5 +1,5 @@
 """
-The IETF draft's header parsing in txtus.headers: RFC 8941 structured
+The IETF draft's header parsing in txtus.protocol.headers: RFC 8941 structured
 fields (examples from the RFC, strictness, round trips with hypothesis),
 Content-Disposition file names, interop versions; and the CLI switches.
 """
@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from txtus import errors
-from txtus import headers as h
+from txtus.protocol import headers as h
 from txtus.tap import Options, build_config
 
 

@@ -21,8 +21,8 @@ import treq
 from twisted.internet import reactor
 
 from tushttp import OCTET, TUS, connect, create, head, header, patch, request_bytes, stored, upload_id, wait_for
-from txtus.filelocker import FileLocker
-from txtus.lockers import MemoryLocker
+from txtus.lockers.file import FileLocker
+from txtus.lockers.memory import MemoryLocker
 
 DATA = bytes(range(256)) * 3 + os.urandom(232)  # 1000 bytes
 SENT = 100

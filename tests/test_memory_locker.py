@@ -1,5 +1,5 @@
 """
-L{txtus.lockers.MemoryLocker}, driven by a L{Clock}: locks, lock-release
+L{txtus.lockers.memory.MemoryLocker}, driven by a L{Clock}: locks, lock-release
 requests, hand-over order, timeouts and cancellation.
 """
 
@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 from txtus import errors
 from txtus.composer import StoreComposer
 from txtus.interfaces import ILock, ILocker
-from txtus.lockers import MemoryLocker
+from txtus.lockers.memory import MemoryLocker
 
 from lockkit import Holder, held
 

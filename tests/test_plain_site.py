@@ -21,7 +21,7 @@ from twisted.web.server import Site
 from tushttp import OCTET, TUS, connect, request_bytes
 from txtus import FileStore, MemoryLocker, StoreComposer, TusConfig, TusResource
 from txtus.service import mount
-from txtus.streaming import TusRequest
+from txtus.web.streaming import TusRequest
 
 
 class PlainServer:

@@ -14,10 +14,10 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IConsumer
 
 from txtus import StoreComposer, errors
-from txtus.filestore import FileStore
+from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
 from txtus.interfaces import IChunkWriter, IUpload
-from txtus.memorystore import MemoryStore
+from txtus.stores.memory import MemoryStore
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -1,5 +1,5 @@
 """
-The streaming body path (L{txtus.streaming}, L{txtus.body} and the resource's
+The streaming body path (L{txtus.web.streaming}, L{txtus.web.body} and the resource's
 exchange), driven the way Twisted's own C{ChannelProductionTests} drive
 C{HTTPChannel}: a real L{TusSite} and channel on a L{StringTransport}, bytes
 fed with C{dataReceived}, time moved with a L{Clock}.  No sockets, no sleeps.
@@ -20,9 +20,9 @@ from zope.interface import implementer
 
 from txtus.composer import StoreComposer
 from txtus.config import TusConfig
-from txtus.filestore import FileStore
+from txtus.stores.file import FileStore
 from txtus.interfaces import IChunkWriter, IDataStore
-from txtus.lockers import MemoryLocker
+from txtus.lockers.memory import MemoryLocker
 from txtus.service import make_site
 
 TUS = b"Tus-Resumable: 1.0.0\r\n"

@@ -10,8 +10,8 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from txtus.filelocker import FileLocker
-from txtus.lockers import MemoryLocker
+from txtus.lockers.file import FileLocker
+from txtus.lockers.memory import MemoryLocker
 from txtus.tap import Options, build_config
 
 

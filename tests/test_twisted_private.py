@@ -1,5 +1,5 @@
 """
-Tests for L{txtus._twisted_private}: each private-API helper against a real
+Tests for L{txtus.web._twisted_private}: each private-API helper against a real
 L{HTTPChannel} fed through a L{StringTransport}, so a Twisted release that
 renames the internals they rely on fails here, loudly and in one place.
 """
@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http
 from twisted.web.test.requesthelper import DummyChannel
 
-from txtus import _twisted_private
+from txtus.web import _twisted_private
 
 
 class RecordingRequest(http.Request):
@@ -282,7 +282,7 @@ def test_write_informational_not_on_http10() -> None:
 
 def test_set_read_size_on_tcp_transport():
     from twisted.internet import tcp
-    from txtus._twisted_private import set_read_size
+    from txtus.web._twisted_private import set_read_size
 
     class Request:
         pass

@@ -8,14 +8,14 @@ internal and may change.
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
 from txtus.errors import TusError
-from txtus.filelocker import FileLocker
-from txtus.filestore import FileStore
+from txtus.lockers.file import FileLocker
+from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
-from txtus.lockers import MemoryLocker
-from txtus.memorystore import MemoryStore
-from txtus.resource import TusResource
+from txtus.lockers.memory import MemoryLocker
+from txtus.stores.memory import MemoryStore
+from txtus.web.resource import TusResource
 from txtus.service import make_service, make_site, mount
-from txtus.streaming import TusRequest, TusSite
+from txtus.web.streaming import TusRequest, TusSite
 
 __all__ = [
     "CorsConfig",

@@ -1,5 +1,5 @@
 """
-L{TusConfig}: everything a L{txtus.resource.TusResource} needs, in one plain
+L{TusConfig}: everything a L{txtus.web.resource.TusResource} needs, in one plain
 object that the CLI, embedders and tests build the same way.
 """
 
@@ -55,7 +55,7 @@ class TusConfig:
     @ivar clock: what tells the time for expiration (an C{IReactorTime});
         the reactor unless given.
     @ivar enable_ietf_draft: also speak the IETF resumable-uploads draft
-        (L{txtus.ietf}) to requests that carry a supported
+        (L{txtus.protocol.ietf}) to requests that carry a supported
         C{Upload-Draft-Interop-Version}.  On by default: tus 1.0 clients
         never send that header, so they cannot be affected.
     """

@@ -3,7 +3,7 @@ The error catalogue: every failure the server answers with, each a class with
 a stable code and an HTTP status, in tusd's wire format
 (C{ERR_UPLOAD_NOT_FOUND: upload not found}).
 
-Handlers and stores raise these; one place (L{txtus.resource}) turns them
+Handlers and stores raise these; one place (L{txtus.web.resource}) turns them
 into responses.  Anything that is not a L{TusError} is logged with its
 traceback and answered as C{ERR_INTERNAL_SERVER_ERROR}.
 """

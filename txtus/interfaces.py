@@ -227,7 +227,7 @@ class IUploadLister(Interface):
 class IStreamingBodyResource(Interface):
     """
     A resource that wants request bodies as they arrive rather than after
-    twisted.web has buffered them whole.  L{txtus.streaming.TusRequest}
+    twisted.web has buffered them whole.  L{txtus.web.streaming.TusRequest}
     looks for it when a request's headers are complete.
     """
 

@@ -15,8 +15,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from txtus.config import TusConfig
-from txtus.resource import TusResource
-from txtus.streaming import TusSite
+from txtus.web.resource import TusResource
+from txtus.web.streaming import TusSite
 
 
 class _Root(Resource):

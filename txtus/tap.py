@@ -14,9 +14,9 @@ from twisted.python import usage
 
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
-from txtus.filestore import FSYNC_POLICIES, FileStore
-from txtus.filelocker import FileLocker
-from txtus.lockers import MemoryLocker
+from txtus.stores.file import FSYNC_POLICIES, FileStore
+from txtus.lockers.file import FileLocker
+from txtus.lockers.memory import MemoryLocker
 from txtus.service import make_service
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)

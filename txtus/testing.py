@@ -14,8 +14,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from txtus.composer import StoreComposer
 from txtus.config import TusConfig
-from txtus.filestore import FileStore
-from txtus.lockers import MemoryLocker
+from txtus.stores.file import FileStore
+from txtus.lockers.memory import MemoryLocker
 from txtus.service import make_site
 
 

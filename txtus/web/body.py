@@ -3,7 +3,7 @@ Request bodies as push producers, and the pump that moves them into a
 store's L{IChunkWriter}.
 
 Two sources exist: L{StreamingBody}, fed chunk by chunk by
-L{txtus.streaming.TusRequest} while the body arrives (the fast path, with
+L{txtus.web.streaming.TusRequest} while the body arrives (the fast path, with
 TCP backpressure and nothing buffered), and L{BufferedBody}, which replays
 the body twisted.web already buffered when txtus is mounted in a plain
 C{Site}.  The handler sees the same interface either way.
@@ -20,7 +20,7 @@ from twisted.internet.task import cooperate
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from txtus import _twisted_private
+from txtus.web import _twisted_private
 
 
 class BodyEnd(enum.Enum):

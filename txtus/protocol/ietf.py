@@ -4,9 +4,9 @@ upload), interop versions 3 to 8, spoken beside tus 1.0 on the same URLs and
 the same uploads.
 
 A request is a draft request when the configuration allows it and it carries
-a supported C{Upload-Draft-Interop-Version}; L{txtus.resource} then routes it
+a supported C{Upload-Draft-Interop-Version}; L{txtus.web.resource} then routes it
 here instead of to the tus verbs.  L{IetfDraftHandler} is a thin layer over
-L{txtus.handler.TusHandler}: it reuses its locking, chunk streaming,
+L{txtus.protocol.handler.TusHandler}: it reuses its locking, chunk streaming,
 finishing, expiry and URL building, and only translates the draft's headers
 (C{Upload-Complete}, C{Upload-Offset}, C{Upload-Length}, C{Upload-Limit})
 to and from the store's view of an upload (size, offset).
@@ -25,9 +25,11 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txtus import _twisted_private, errors, headers
-from txtus.body import StreamingBody
-from txtus.handler import Response, TusHandler
+from txtus.web import _twisted_private
+from txtus import errors
+from txtus.protocol import headers
+from txtus.web.body import StreamingBody
+from txtus.protocol.handler import Response, TusHandler
 from txtus.info import UploadInfo
 
 log = Logger()

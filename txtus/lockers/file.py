@@ -3,7 +3,7 @@ L{FileLocker}: per-upload locks shared by several txtus processes serving
 one upload directory, with tusd v2's lock-release requests.
 
 Inside one process, requests for the same upload queue in a
-L{txtus.lockers.MemoryLocker}, so a HEAD interrupts a stalled PATCH at once.
+L{txtus.lockers.memory.MemoryLocker}, so a HEAD interrupts a stalled PATCH at once.
 Across processes, the lock is an C{fcntl.flock} on C{<dir>/<id>.lock}: the
 kernel drops it when its process dies, so a crash never leaves a stale lock
 (tusd's PID files need stale-lock detection; this does not).  A process
@@ -29,9 +29,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txtus import errors
-from txtus.headers import is_valid_upload_id
+from txtus.protocol.headers import is_valid_upload_id
 from txtus.interfaces import ILock, ILocker
-from txtus.lockers import MemoryLocker
+from txtus.lockers.memory import MemoryLocker
 
 log = Logger()
 

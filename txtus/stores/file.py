@@ -25,7 +25,7 @@ from twisted.internet.task import cooperate
 from zope.interface import implementer
 
 from txtus import errors
-from txtus.headers import is_valid_upload_id
+from txtus.protocol.headers import is_valid_upload_id
 from txtus.info import UploadInfo
 from txtus.interfaces import (
     IChunkWriter,

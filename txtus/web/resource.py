@@ -1,7 +1,7 @@
 """
 L{TusResource}: the twisted.web face of the server.  It routes a request to
-a verb of L{txtus.handler.TusHandler}, hands it the request body (streamed,
-when the site uses L{txtus.streaming.TusRequest}, else buffered), and is the
+a verb of L{txtus.protocol.handler.TusHandler}, hands it the request body (streamed,
+when the site uses L{txtus.web.streaming.TusRequest}, else buffered), and is the
 one place where results and errors become HTTP responses.
 """
 
@@ -18,11 +18,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from txtus import _twisted_private, errors, headers, ietf
-from txtus.body import BufferedBody, StreamingBody
+from txtus.web import _twisted_private
+from txtus import errors
+from txtus.protocol import headers, ietf
+from txtus.web.body import BufferedBody, StreamingBody
 from txtus.config import TusConfig
-from txtus.cors import Cors
-from txtus.handler import Response, TusHandler
+from txtus.protocol.cors import Cors
+from txtus.protocol.handler import Response, TusHandler
 from txtus.interfaces import IStreamingBodyResource
 
 log = Logger()

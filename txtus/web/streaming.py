@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.web import server
 from twisted.web.http_headers import Headers
 
-from txtus import _twisted_private
+from txtus.web import _twisted_private
 from txtus.interfaces import IStreamingBodyResource
 
 

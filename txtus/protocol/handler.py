@@ -2,7 +2,7 @@
 The tus protocol itself: one coroutine per verb, turning a request's headers
 and body into a L{Response} or a L{txtus.errors.TusError}.
 
-Nothing here writes to the network: L{txtus.resource} feeds requests in and
+Nothing here writes to the network: L{txtus.web.resource} feeds requests in and
 writes what comes out, so the same logic serves streamed and buffered
 bodies.  Storage is reached only through the composer's interfaces.
 """
@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txtus import checksum, errors, headers
-from txtus.body import BodyEnd
-from txtus.concat import Concatenation
+from txtus.protocol import checksum, headers
+from txtus import errors
+from txtus.web.body import BodyEnd
+from txtus.protocol.concat import Concatenation
 from txtus.config import TusConfig
 from txtus.info import UploadInfo
 
@@ -82,7 +83,7 @@ class TusHandler:
     """
     The tus verbs.  Each takes the twisted.web request (for headers), the
     upload ID from the URL (L{None} for the creation URL) and, for verbs
-    with a body, a body source from L{txtus.body}.
+    with a body, a body source from L{txtus.web.body}.
     """
 
     def __init__(self, config: TusConfig) -> None:
