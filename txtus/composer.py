@@ -13,14 +13,17 @@ from typing import Any
 from zope.interface.interface import InterfaceClass
 
 from txtus.interfaces import (
+    IChunkStager,
     IConcater,
     IDataStore,
     ILengthDeferrer,
     ILocker,
     IReader,
     ITerminater,
+    IUploadIdValidator,
     IUploadLister,
 )
+from txtus.protocol.headers import is_valid_upload_id
 
 
 def _require(interface: InterfaceClass, provider: Any) -> Any:
@@ -43,6 +46,7 @@ class StoreComposer:
         self.reader: Any = None
         self.locker: Any = None
         self.lister: Any = None
+        self.stager: Any = None
 
     def use_core(self, store: Any) -> None:
         self.core = _require(IDataStore, store)
@@ -65,8 +69,20 @@ class StoreComposer:
     def use_lister(self, lister: Any) -> None:
         self.lister = _require(IUploadLister, lister)
 
+    def use_stager(self, stager: Any) -> None:
+        self.stager = _require(IChunkStager, stager)
+
+    def is_valid_upload_id(self, upload_id: str) -> bool:
+        """
+        Whether C{upload_id} may name an upload: the core store's own rule
+        when it provides L{IUploadIdValidator}, else the default one.
+        """
+        if IUploadIdValidator.providedBy(self.core):
+            return bool(self.core.is_valid_upload_id(upload_id))
+        return is_valid_upload_id(upload_id)
+
     def capabilities(self) -> str:
         """A one-line description for logs: which slots are filled, by what."""
-        slots = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister")
+        slots = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager")
         return ", ".join(f"{slot}={type(getattr(self, slot)).__name__}"
                          for slot in slots if getattr(self, slot) is not None)

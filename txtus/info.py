@@ -18,6 +18,10 @@ class UploadInfo:
     @ivar offset: bytes durably stored.
     @ivar expires: POSIX time after which an unfinished upload may be
         removed, or L{None}.  tusd ignores the field.
+    @ivar finished: the store's C{finish} succeeded for this upload (see
+        L{txtus.interfaces.IUpload.finish}).  Stored as C{"Finished"}, a
+        field tusd ignores; a complete upload without it (one written by
+        tusd) is finished again once, which is harmless.
     """
 
     id: str = ""
@@ -29,6 +33,7 @@ class UploadInfo:
     partial_uploads: list[str] = field(default_factory=list)
     storage: dict[str, str] = field(default_factory=dict)
     expires: float | None = None
+    finished: bool = False
 
     def copy(self, **changes: Any) -> "UploadInfo":
         """
@@ -36,7 +41,8 @@ class UploadInfo:
         C{dataclasses.replace}, which matters on the per-request path.
         """
         clone = UploadInfo(self.id, self.size, self.offset, dict(self.metadata), self.is_partial,
-                           self.is_final, list(self.partial_uploads), dict(self.storage), self.expires)
+                           self.is_final, list(self.partial_uploads), dict(self.storage), self.expires,
+                           self.finished)
         for name, value in changes.items():
             setattr(clone, name, value)
         return clone
@@ -63,6 +69,8 @@ class UploadInfo:
         }
         if self.expires is not None:
             document["Expires"] = self.expires
+        if self.finished:
+            document["Finished"] = True
         return json.dumps(document).encode("utf-8")
 
     @classmethod
@@ -88,4 +96,5 @@ class UploadInfo:
             partial_uploads=[str(p) for p in document.get("PartialUploads") or []],
             storage={str(k): str(v) for k, v in (document.get("Storage") or {}).items()},
             expires=None if expires is None else float(expires),
+            finished=document.get("Finished") is True,
         )

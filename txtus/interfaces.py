@@ -11,7 +11,9 @@ database) plugs in without touching the HTTP code.
 Twisted pushes bytes, so instead of tusd's C{WriteChunk(io.Reader)} an
 upload hands back an L{IChunkWriter}: an C{IConsumer} the server writes the
 request body into.  The writer may pause the body (backpressure), commit
-what it received, or roll the whole chunk back (checksum mismatch).
+what it received, or be aborted.  A store that can also hold a chunk apart
+until it is verified provides L{IChunkStager}; only then does the server
+offer checksums, whose chunks it commits or rolls back whole.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ class IChunkWriter(IConsumer):
     C{pauseProducing} once its buffer is above its high-water mark and
     C{resumeProducing} once it drains, so a slow disk or a slow remote store
     slows the client down instead of growing memory.
+
+    The server ends every writer it opened with exactly one of L{commit},
+    L{IStagedChunkWriter.rollback} or L{abort}; calling any of them again
+    afterwards fails (L{commit}, C{rollback}) or does nothing (L{abort}).
+
+    A plain writer (from L{IUpload.open_chunk}) makes bytes part of the
+    upload as it stores them: tus keeps every byte of a cut request, and the
+    offset reported by L{IUpload.get_info} is the number of bytes really
+    stored at any moment, including after a crash (never more, never a
+    byte the store cannot return).
     """
 
     def write(data: bytes) -> None:
@@ -45,7 +57,8 @@ class IChunkWriter(IConsumer):
 
     def commit():
         """
-        Make every byte accepted so far part of the upload.
+        Make every byte accepted so far part of the upload, durably as far
+        as the store's own durability policy promises.
 
         @return: a Deferred that fires with the upload's new offset.  It
             fails with a L{txtus.errors.TusError} (for example
@@ -54,13 +67,76 @@ class IChunkWriter(IConsumer):
             stored, never more.
         """
 
+    def abort():
+        """
+        Give up the chunk without a verdict: an unexpected error happened
+        between opening the writer and committing or rolling it back, or
+        the server is going away.  Release everything the writer holds
+        (descriptors, buffers, parts uploaded to a remote store, staging
+        files).
+
+        What the upload keeps: nothing of a staged chunk
+        (L{IStagedChunkWriter}); for a plain chunk, a prefix (possibly
+        empty, possibly whole) of the accepted bytes, and its offset counts
+        exactly that prefix.
+
+        @return: a Deferred firing with L{None}.  It never fails, and
+            C{abort} never raises: the server calls it while handling
+            another error, and a store that cannot clean up logs that
+            itself (leftovers are swept later, see L{IStagedChunkWriter}).
+        """
+
+
+class IStagedChunkWriter(IChunkWriter):
+    """
+    A chunk kept apart from its upload until it is accepted: used for
+    chunks that carry a checksum, which must not become part of the upload
+    before their digest matched.
+
+    Until L{commit} has fired, no byte written to a staged writer is
+    visible by any path: not in the offset of L{IUpload.get_info}, not in
+    L{IReader.send_content}, not in what L{IConcater.concat_uploads} copies,
+    and not after a crash (C{kill -9}, power loss) and restart.  Staging
+    storage a crash leaves behind (files, parts) is never counted as upload
+    data, and the store removes it eventually on its own (at start-up or
+    during housekeeping such as L{IUploadLister.list_upload_ids}).
+
+    L{commit} is atomic with respect to crashes: after a crash at any
+    moment during it, the upload holds either none of the chunk or all of
+    it, never a part.  A store that needs several steps to append (copy a
+    staged file, complete a part) records its intent first and finishes an
+    interrupted commit before it next answers L{IUpload.get_info} or opens
+    a chunk for that upload.  L{abort} behaves like L{rollback} but never
+    fails.
+    """
+
     def rollback():
         """
         Discard every byte accepted by this writer, as if the chunk had
-        never been sent.  Used when a checksum does not match.
+        never been sent.  Used when a checksum does not match, or when the
+        body ended before it was complete (a chunk that cannot be verified
+        is discarded whole).
 
-        @return: a Deferred that fires with the offset the writer was opened
-            at.
+        @return: a Deferred that fires with the offset the writer was
+            opened at.
+        """
+
+
+class IChunkStager(Interface):
+    """
+    The capability to hold a chunk apart until it is verified.  The
+    checksum and checksum-trailer extensions are advertised only when the
+    composer has one; without it, requests carrying a checksum are refused
+    (400, unsupported checksum algorithm) before any byte is stored.
+    """
+
+    def open_staged_chunk(upload: "IUpload", offset: int):
+        """
+        Like L{IUpload.open_chunk}, but the bytes stay apart from the
+        upload until the writer commits.
+
+        @return: a Deferred firing with an L{IStagedChunkWriter}, or failing
+            like L{IUpload.open_chunk}.
         """
 
 
@@ -76,24 +152,42 @@ class IUpload(Interface):
         """
         @return: a Deferred firing with the upload's current
             L{txtus.info.UploadInfo}; its C{offset} is the number of bytes
-            durably stored.  Fails with C{UploadNotFound} if the upload was
+            durably stored (never counting a staged chunk that has not been
+            committed), and its C{finished} says whether L{finish}
+            succeeded.  Fails with C{UploadNotFound} if the upload was
             removed meanwhile.
         """
 
     def open_chunk(offset: int):
         """
-        Start writing a chunk at C{offset}, which the server has checked
-        equals the current offset (the caller holds the upload's lock).
+        Start writing a plain chunk at C{offset}, which the server has
+        checked equals the current offset (the caller holds the upload's
+        lock).
 
-        @return: a Deferred firing with an L{IChunkWriter}.
+        @return: a Deferred firing with an L{IChunkWriter}, or failing with
+            C{MismatchedOffset} if the stored offset is not C{offset}
+            (something wrote behind the lock's back) or C{UploadNotFound}.
         """
 
     def finish():
         """
-        Called once, when the offset reaches the upload's length.  Stores
-        that assemble data (multipart uploads) complete it here.
+        Finish a complete upload: stores that assemble data complete it
+        here (an S3 store's C{CompleteMultipartUpload}), others make it
+        durable.
 
-        @return: a Deferred firing with L{None}.
+        The server calls it when the offset reaches the upload's length,
+        and again, lazily (on the next HEAD, PATCH or GET), for as long as
+        L{get_info} reports the upload complete but not C{finished}: after
+        C{finish} failed, or the process died before or during it.  It must
+        therefore be idempotent: called on an upload that is already
+        finished, or whose earlier C{finish} was cut short at any point, it
+        completes what is left and succeeds without harm (an S3 store
+        checks whether the multipart upload was already completed).
+
+        @return: a Deferred firing with L{None} once the upload is finished
+            and that fact is recorded durably: from then on L{get_info}
+            reports C{finished} true, also after a restart.  On failure
+            nothing is recorded, so the next request tries again.
         """
 
 
@@ -114,7 +208,26 @@ class IDataStore(Interface):
         """
         @return: a Deferred firing with the L{IUpload} for C{upload_id}, or
             failing with C{UploadNotFound}.  C{upload_id} has already been
-            checked to be well formed by the server.
+            checked to be well formed by the server (with the store's own
+            rule if it provides L{IUploadIdValidator}).
+        """
+
+
+class IUploadIdValidator(Interface):
+    """
+    Optional, on the core store: the store's own rule for which strings
+    may name an upload (tusd's S3 store makes IDs with a C{+} in them).
+    Without it the server uses
+    L{txtus.protocol.headers.is_valid_upload_id}.
+    """
+
+    def is_valid_upload_id(upload_id: str) -> bool:
+        """
+        Whether C{upload_id}, taken from a request URL, may name an upload
+        of this store.  Called before the ID reaches any other store
+        method, so it must refuse anything that could step outside the
+        store's namespace (path separators, dots, NULs).  Must be fast and
+        must not raise.
         """
 
 
@@ -139,7 +252,11 @@ class IConcater(Interface):
     def concat_uploads(final: IUpload, partials: list[IUpload]):
         """
         Fill C{final} (already created with the summed length) with the
-        bytes of C{partials}, in order.  Every partial is complete.
+        bytes of C{partials}, in order.  Every partial is complete, and the
+        server holds the locks of C{final} and of every partial, so only
+        committed bytes are copied.  May be called again for the same final
+        after a failure or crash part-way: it must then start over, never
+        append after an earlier attempt's prefix.
 
         @return: a Deferred firing with L{None} once C{final}'s offset
             equals its length.
@@ -236,7 +353,9 @@ class IStreamingBodyResource(Interface):
         Called with a request whose headers (but not body) have arrived and
         whose C{method}, C{uri}, C{path}, C{prepath} and C{postpath} are set.
 
-        @return: an object with C{chunk(data)}, C{ended(trailers)} and
-            C{lost(reason)} methods that receives the body, or L{None} to
+        @return: an object with C{chunk(data)}, C{chunk_announced(size)}
+            (a chunked body's next chunk-size line, before its bytes),
+            C{ended(trailers)} and C{lost(reason)} methods that receives
+            the body, or L{None} to
             let twisted.web buffer the body as usual.
         """
