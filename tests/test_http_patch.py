@@ -130,8 +130,9 @@ async def test_patch_on_creation_url(server):
 @pytest_twisted.ensureDeferred
 async def test_overflow_without_length(server):
     """
-    A chunked body longer than the rest of the upload: exactly the missing
-    bytes are stored, the upload is finished, and the answer is 413.
+    A chunked body longer than the rest of the upload: the chunks that fit
+    are stored; the chunk whose size line says it cannot fit is refused
+    with 413 before a byte of it is stored (issue 11).
     """
     location = await create(server, 20, b"01234")
     body = b"abcdefghijklmnopqrstuvwxyz"
@@ -140,11 +141,11 @@ async def test_overflow_without_length(server):
         chunked(body[:9], body[9:18], body[18:])))
     assert raw.status == 413
     assert raw.text == "ERR_UPLOAD_SIZE_EXCEEDED: upload's size exceeded\n"
-    assert stored(server, location) == b"01234" + body[:15]
+    assert stored(server, location) == b"01234" + body[:9]
     status = await head(location)
-    assert header(status, "upload-offset") == header(status, "upload-length") == "20"
+    assert header(status, "upload-offset") == "14"
     response = await treq.get(location)
-    assert await response.content() == b"01234abcdefghijklmno"
+    assert await response.content() == b"01234abcdefghi"
 
 
 @pytest_twisted.ensureDeferred
@@ -417,3 +418,64 @@ async def test_lowercase_method_override(server):
     await response.content()
     assert response.code == 204
     assert stored(server, location) == b"hello"
+
+
+# Chunked framing (issue 11) -----------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_absurd_chunk_size_is_400_and_stores_nothing(server):
+    """
+    A chunk-size line of 24 hex digits (about 2**96): Twisted accepts the
+    number and would stream what follows into the upload.  It must end the
+    request with 400 before a byte of that chunk is stored.
+    """
+    location = await create(server, 100)
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        b"ffffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"))
+    assert raw.status == 400
+    assert raw.text.startswith("ERR_INVALID_REQUEST: malformed chunked request body")
+    assert stored(server, location) == b""
+    assert header(await head(location), "upload-offset") == "0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunk_larger_than_the_upload_can_take_is_413_and_stores_nothing(server):
+    location = await create(server, 10)
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        b"4\r\nabcd\r\nffffffff\r\nhello\r\n0\r\n\r\n"))
+    assert raw.status == 413
+    assert stored(server, location) == b"abcd"
+    assert header(await head(location), "upload-offset") == "4"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunk_extensions_never_reach_the_data(server):
+    location = await create(server, 10)
+    raw = await raw_request(server, request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        b"5;name=value;other\r\nhello\r\n0000000000000000005\r\nworld\r\n0;last\r\n\r\n"))
+    assert raw.status == 204
+    assert stored(server, location) == b"helloworld"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_cut_inside_a_chunk_keeps_what_arrived(server):
+    location = await create(server, 20)
+    connection = await connect(server)
+    connection.write(request_bytes("PATCH", _path(location), {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Transfer-Encoding": "chunked"},
+        b"a\r\nhello"))
+
+    async def arrived():
+        return stored(server, location) == b"hello"
+
+    async def offset_kept():
+        return header(await head(location), "upload-offset") == "5"
+
+    await wait_for(arrived)
+    connection.close()
+    await connection.wait_closed()
+    await wait_for(offset_kept)

@@ -240,6 +240,46 @@ def test_capture_trailers_without_trailers_or_chunking() -> None:
     assert b"".join(second.chunks) == b"yz"
 
 
+# watch_chunk_sizes ---------------------------------------------------------
+
+
+def _watch(sizes: list[Any]) -> Any:
+    def at_headers(request: Any) -> None:
+        def announced(size: int) -> None:
+            sizes.append((size, b"".join(request.chunks)))
+        _twisted_private.watch_chunk_sizes(request, announced)
+    return at_headers
+
+
+def test_watch_chunk_sizes_before_each_chunk_is_delivered() -> None:
+    sizes: list[Any] = []
+    channel, _ = connect(at_headers=_watch(sizes))
+    data = (b"PATCH /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    for i in range(len(data)):
+        channel.dataReceived(data[i:i + 1])
+    request = channel.factory_class.instances[0]
+    assert b"".join(request.chunks) == b"hello world"
+    # Each size is seen before any byte of its chunk arrived.
+    assert sizes == [(5, b""), (6, b"hello")]
+
+
+def test_watch_chunk_sizes_sees_absurd_sizes() -> None:
+    sizes: list[Any] = []
+    channel, _ = connect(at_headers=_watch(sizes))
+    channel.dataReceived(b"PATCH /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"ffffffffffffffffffffffff\r\nhello")
+    assert sizes == [(2 ** 96 - 1, b"")]
+
+
+def test_watch_chunk_sizes_without_chunking() -> None:
+    sizes: list[Any] = []
+    channel, _ = connect(at_headers=_watch(sizes))
+    channel.dataReceived(b"PATCH /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nyz")
+    assert sizes == []
+    assert b"".join(channel.factory_class.instances[0].chunks) == b"yz"
+
+
 # write_informational --------------------------------------------------------
 
 

@@ -76,6 +76,7 @@ DownloadDisabled = _error("DownloadDisabled", "ERR_DOWNLOAD_DISABLED", 405, "dow
 ChecksumMismatch = _error("ChecksumMismatch", "ERR_CHECKSUM_MISMATCH", 460, "checksum mismatch")
 UnsupportedChecksumAlgorithm = _error("UnsupportedChecksumAlgorithm", "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM", 400, "unsupported checksum algorithm")
 InvalidChecksum = _error("InvalidChecksum", "ERR_INVALID_CHECKSUM", 400, "invalid Upload-Checksum header")
+MalformedBody = _error("MalformedBody", "ERR_INVALID_REQUEST", 400, "malformed chunked request body")
 InvalidRequest = _error("InvalidRequest", "ERR_INVALID_REQUEST", 400, "invalid request")
 
 

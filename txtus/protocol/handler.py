@@ -45,6 +45,7 @@ _END_ERRORS: dict[BodyEnd, type[errors.TusError]] = {
     BodyEnd.INTERRUPTED: errors.UploadInterrupted,
     BodyEnd.DISCONNECTED: errors.UnexpectedEOF,
     BodyEnd.STOPPED: errors.UploadStopped,
+    BodyEnd.MALFORMED: errors.MalformedBody,
 }
 
 
@@ -277,6 +278,7 @@ class TusHandler:
             limit = None
         if limit is not None and body.length is not None and body.length > limit:
             raise errors.UploadSizeExceeded()
+        body.max_bytes = limit
         expected = _expected_checksum(request)
         hasher: Any = None
         if expected is _TRAILER:

@@ -9,7 +9,9 @@ Why each is needed:
   - A response written before the body has been read must close the
     connection, or the unread body would be parsed as the next request.
   - Twisted's chunked decoder parses trailers and throws them away;
-    checksum-trailer needs them.
+    checksum-trailer needs them.  It also accepts any chunk size (2**96
+    and up) and streams what follows as data; the size must be checked
+    before a byte of the chunk reaches the store.
   - Twisted has no public API for 1xx responses other than 100-continue.
   - The channel's idle timeout must not cut a body paused by a slow store,
     yet must come back for the response; twisted.web keeps it in a private
@@ -18,7 +20,7 @@ Why each is needed:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer
 
@@ -130,6 +132,28 @@ def capture_trailers(request: Any) -> None:
         finish(rest)
 
     decoder.finishCallback = keep_trailers
+
+
+def watch_chunk_sizes(request: Any, announced: Callable[[int], None]) -> None:
+    """
+    Call C{announced(size)} each time a chunked request body's chunk-size
+    line has been parsed, before any byte of that chunk is delivered.  The
+    callee may stop the body then; the decoder itself never refuses sizes.
+    """
+    decoder = getattr(_channel(request), "_transferDecoder", None)
+    parse = getattr(decoder, "_dataReceived_CHUNK_LENGTH", None)
+    if parse is None:
+        return
+
+    def checked() -> bool:
+        done = parse()
+        if done and decoder.state == "BODY":
+            announced(decoder.length)
+        return done
+
+    # dataReceived dispatches with getattr(self, "_dataReceived_" + state),
+    # so an instance attribute takes the class method's place.
+    decoder._dataReceived_CHUNK_LENGTH = checked
 
 
 def write_informational(request: Any, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -33,6 +33,12 @@ class BodyEnd(enum.Enum):
     INTERRUPTED = "interrupted"    # another request asked for the lock
     STOPPED = "stopped"            # the store or a hook stopped it
     REJECTED = "rejected"          # refused before reading it
+    MALFORMED = "malformed"        # impossible framing (a chunk size past 2**64)
+
+
+# The largest chunk size a chunked body may announce: 16 hex digits.  Twisted
+# accepts any number; a bigger one is an attack or a broken client.
+MAX_CHUNK_SIZE = (1 << 64) - 1
 
 
 # A rejected body no larger than this is read and dropped, so the
@@ -61,6 +67,10 @@ class StreamingBody:
         self._window = (0.0, 0)
         self.length = length
         self.received = 0
+        # Body bytes the upload can still take (set by the handler once it
+        # knows; L{None}: no limit).  Checked against each announced chunk.
+        self.max_bytes: int | None = None
+        self._announced_end = 0
         self.trailers = Headers()
         self.end: BodyEnd | None = None
         self._pending: list[bytes] = []
@@ -86,6 +96,22 @@ class StreamingBody:
         elif self.end is None:
             self._pending.append(data)
 
+    def chunk_announced(self, size: int) -> None:
+        """
+        A chunked body's chunk-size line said C{size}, and no byte of that
+        chunk has been delivered yet: refuse an impossible or oversized
+        chunk now, before any of it is stored.
+        """
+        self._announced_end = self.received + size
+        if size > MAX_CHUNK_SIZE:
+            self._finish(BodyEnd.MALFORMED)
+        else:
+            self._check_announced()
+
+    def _check_announced(self) -> None:
+        if self.max_bytes is not None and self._announced_end > self.max_bytes:
+            self._finish(BodyEnd.OVERFLOW)
+
     def ended(self, trailers: Headers) -> None:
         self.trailers = trailers
         self._finish(BodyEnd.COMPLETE)
@@ -103,6 +129,7 @@ class StreamingBody:
             will come.
         """
         done = self._done = Deferred()
+        self._check_announced()  # a chunk announced while the lock was awaited
         pending, self._pending = self._pending, []
         self._receiver = receiver
         if self.end is None and getattr(self._request, "expects_continue", False):
@@ -258,6 +285,7 @@ class BufferedBody:
         self.trailers = Headers()
         self.end: BodyEnd | None = None
         self.received = 0
+        self.max_bytes: int | None = None  # the handler's limit; the pump enforces it
         content.seek(0, 2)
         self.length: int | None = content.tell()
         content.seek(0, 0)

@@ -90,6 +90,7 @@ class TusRequest(server.Request):
         receiver = resource.begin_body(self)
         if receiver is not None:
             _twisted_private.set_read_size(self, UPLOAD_READ_SIZE)
+            _twisted_private.watch_chunk_sizes(self, receiver.chunk_announced)
         return receiver
 
     def handleContentChunk(self, data: bytes) -> None:
