@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -123,7 +124,9 @@ class _Exchange:
         # The IETF draft interop version this request speaks, if any.
         self.draft = ietf.draft_version(request, resource.config)
         request.notifyFinish().addErrback(self._connection_lost)
-        ensureDeferred(self._run()).addBoth(self._handled)
+        # _handled may write the response, and writing can raise (a store
+        # failing to open a download): that must still end in an answer.
+        ensureDeferred(self._run()).addBoth(self._handled).addErrback(self._abort)
 
     async def _run(self) -> Response:
         request = self.request
@@ -178,7 +181,10 @@ class _Exchange:
         if self._written or self._lost or self._response is None:
             return
         if self._rendered:
-            self._write(self._response)
+            try:
+                self._write(self._response)
+            except Exception:
+                self._abort(Failure())
         elif self.body is not None and self.body.needs_close and self._closing_call is None:
             # The rest of the body will never be read: answer now and close,
             # from a fresh reactor turn (never from inside the channel's
@@ -190,7 +196,10 @@ class _Exchange:
             return
         _twisted_private.close_after_response(self.request)
         self.request.setHeader(b"date", datetimeToString())
-        self._write(self._response)
+        try:
+            self._write(self._response)
+        except Exception:
+            self._abort(Failure())
 
     def _write(self, response: Response) -> None:
         self._written = True
@@ -206,7 +215,7 @@ class _Exchange:
             set_header(name, [value])
         self.resource.cors.apply(request, preflight=self.method == b"OPTIONS")
         if response.send is not None:
-            response.send(request).addCallbacks(self._sent, self._send_failed)
+            maybeDeferred(response.send, request).addCallbacks(self._sent, self._send_failed).addErrback(self._abort)
             return
         request.defaultContentType = None
         if response.status not in (204, 304):
@@ -220,8 +229,32 @@ class _Exchange:
             self.request.finish()
 
     def _send_failed(self, failure: Failure) -> None:
-        if failure.check(ConnectionLost):
+        if failure.check(ConnectionLost) or self._lost:
             return  # the client went away mid-download
-        if not self._lost:
+        if self.request.startedWriting:
             log.failure("download of {upload_id} failed", failure, upload_id=self.upload_id)
             self.request.loseConnection()
+        else:
+            # Nothing was sent yet (the store could not even start reading):
+            # the download's headers give way to the error's.
+            self.request.responseHeaders = Headers()
+            self._write(self._error_response(failure))
+
+    def _abort(self, failure: Failure) -> None:
+        """
+        Last resort for a failure while answering: log it, then answer 500
+        if no byte of the response was sent, else close the connection.
+        """
+        log.failure("{method} {upload_id}: could not answer", failure,
+                    method=self.method.decode("latin-1"), upload_id=self.upload_id or "-")
+        request = self.request
+        if self._lost or request.finished:
+            return
+        if not request.startedWriting:
+            try:
+                request.responseHeaders = Headers()
+                self._write(self._error_response(Failure(errors.InternalServerError())))
+                return
+            except Exception:
+                log.failure("{upload_id}: could not answer 500", upload_id=self.upload_id or "-")
+        request.loseConnection()
