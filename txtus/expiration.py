@@ -70,6 +70,9 @@ class ExpirationCleaner(TimerService):
                     removed.append(upload_id)
             except errors.UploadNotFound:
                 pass
+            except errors.TusError as e:
+                # E.g. a damaged .info, which the store logged: skip it.
+                log.warn("expiration: skipped upload {upload_id}: {code}", upload_id=upload_id, code=e.code)
             except Exception:
                 log.failure("expiration: could not check upload {upload_id}", upload_id=upload_id)
         return removed
