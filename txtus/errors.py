@@ -71,6 +71,7 @@ UnexpectedEOF = _error("UnexpectedEOF", "ERR_UNEXPECTED_EOF", 400, "server expec
 ReadTimeout = _error("ReadTimeout", "ERR_READ_TIMEOUT", 500, "timeout while reading request body")
 ConnectionReset = _error("ConnectionReset", "ERR_CONNECTION_RESET", 500, "TCP connection reset by peer")
 InternalServerError = _error("InternalServerError", "ERR_INTERNAL_SERVER_ERROR", 500, "internal server error")
+RequestBodyTooLarge = _error("RequestBodyTooLarge", "ERR_REQUEST_BODY_TOO_LARGE", 413, "request body too large for this request")
 UploadInfoCorrupt = _error("UploadInfoCorrupt", "ERR_UPLOAD_INFO_CORRUPT", 500, "the stored state of this upload is damaged")
 StorageFull = _error("StorageFull", "ERR_STORAGE_FULL", 507, "insufficient storage; retry later")
 DownloadDisabled = _error("DownloadDisabled", "ERR_DOWNLOAD_DISABLED", 405, "downloads are disabled")

@@ -22,7 +22,7 @@ from zope.interface import implementer
 from txtus.web import _twisted_private
 from txtus import errors
 from txtus.protocol import headers, ietf
-from txtus.web.body import BufferedBody, StreamingBody
+from txtus.web.body import UNUSED_BODY_LIMIT, BodyEnd, BufferedBody, StreamingBody
 from txtus.config import TusConfig
 from txtus.protocol.cors import Cors
 from txtus.protocol.handler import Response, TusHandler
@@ -73,22 +73,24 @@ class TusResource(Resource):
 
     def begin_body(self, request: Any) -> StreamingBody | None:
         method = effective_method(request)
-        if ietf.draft_version(request, self.config) is not None:
-            # Draft creation may be any content-carrying method, any type.
-            if method not in (b"POST", b"PUT", b"PATCH"):
-                return None
-        elif method == b"POST":
-            media = headers.media_type(request.getHeader(b"content-type"))
-            if media != headers.OFFSET_OCTET_STREAM:
-                return None
-        elif method != b"PATCH":
-            return None
         length = request.getHeader(b"content-length")
         body = StreamingBody(request, self.config.reactor, self.config.network_timeout,
                              int(length) if length is not None and length.isdigit() else None,
                              min_rate=self.config.min_upload_rate)
-        request.tus_exchange = _Exchange(self, request, method, body)
+        # Every body is taken from twisted.web, which would spool it whole
+        # to a temporary file: the ones a verb stores stream into the store,
+        # the others are dropped, up to a small limit.
+        request.tus_exchange = _Exchange(self, request, method, body, self._stores_body(request, method))
         return body
+
+    def _stores_body(self, request: Any, method: bytes) -> bool:
+        """Whether the verb for this request stores its body."""
+        if ietf.draft_version(request, self.config) is not None:
+            # Draft creation may be any content-carrying method, any type.
+            return method in (b"POST", b"PUT", b"PATCH")
+        if method == b"POST":
+            return headers.media_type(request.getHeader(b"content-type")) == headers.OFFSET_OCTET_STREAM
+        return method == b"PATCH"
 
     def render(self, request: Any) -> Any:
         exchange = getattr(request, "tus_exchange", None)
@@ -110,11 +112,13 @@ class _Exchange:
     when the body will not be read.
     """
 
-    def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any) -> None:
+    def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any,
+                 body_stored: bool = True) -> None:
         self.resource = resource
         self.request = request
         self.method = method
         self.body = body
+        self._body_stored = body_stored
         self.upload_id: str | None = None
         self._rendered = False
         self._lost = False
@@ -130,6 +134,10 @@ class _Exchange:
 
     async def _run(self) -> Response:
         request = self.request
+        body = self.body
+        if body is not None and not self._body_stored:
+            await _drop_unused(body)
+            body = None
         postpath = [segment for segment in request.postpath if segment]
         if len(postpath) > 1:
             raise errors.UploadNotFound()
@@ -140,13 +148,13 @@ class _Exchange:
             self.upload_id = upload_id
         self.resource.cors.check(request)
         if self.draft is not None:
-            return await self.resource.ietf.handle(self.method, request, self.upload_id, self.body, self.draft)
+            return await self.resource.ietf.handle(self.method, request, self.upload_id, body, self.draft)
         verb = self.resource.verbs.get(self.method)
         if verb is None:
             raise errors.MethodNotAllowed(headers={"Allow": "POST, HEAD, PATCH, GET, DELETE, OPTIONS"})
         if self.method not in _UNVERSIONED and request.getHeader(b"tus-resumable") != _TUS_RESUMABLE:
             raise errors.UnsupportedVersion(headers={"Tus-Version": headers.TUS_VERSION})
-        return await verb(request, self.upload_id, self.body)
+        return await verb(request, self.upload_id, body)
 
     def _handled(self, result: Response | Failure) -> None:
         if isinstance(result, Failure):
@@ -258,3 +266,28 @@ class _Exchange:
             except Exception:
                 log.failure("{upload_id}: could not answer 500", upload_id=self.upload_id or "-")
         request.loseConnection()
+
+
+_UNUSED_BODY_ERRORS = {
+    BodyEnd.OVERFLOW: errors.RequestBodyTooLarge,
+    BodyEnd.TIMEOUT: errors.ReadTimeout,
+    BodyEnd.DISCONNECTED: errors.UnexpectedEOF,
+}
+
+
+async def _drop_unused(body: StreamingBody) -> None:
+    """
+    Read and drop the body of a request whose verb stores none, before the
+    verb runs (as twisted.web would, but bounded): a body declared or found
+    larger than L{UNUSED_BODY_LIMIT} is refused with 413.
+    """
+    if body.length is not None and body.length > UNUSED_BODY_LIMIT:
+        raise errors.RequestBodyTooLarge()
+
+    def drop(data: bytes) -> None:
+        if body.received > UNUSED_BODY_LIMIT:
+            body.stop(BodyEnd.OVERFLOW)
+
+    end = await body.start(drop)
+    if end is not BodyEnd.COMPLETE:
+        raise _UNUSED_BODY_ERRORS.get(end, errors.UploadStopped)()
