@@ -137,3 +137,37 @@ def test_cli_durations(tmp_path):
     options.parseOptions(["--path", str(tmp_path), "--expire-after", "24h", "--cleanup-interval", "90s"])
     assert options["expire-after"] == 86400
     assert options["cleanup-interval"] == 90
+
+
+class _FailsOnce:
+    """An upload lister whose first listing fails, as with EMFILE."""
+
+    def __init__(self, lister) -> None:
+        self._lister = lister
+        self.calls = 0
+
+    async def list_upload_ids(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(24, "Too many open files")
+        return await self._lister.list_upload_ids()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cleaner_keeps_sweeping_after_a_failed_listing(tmp_path):
+    clock = started_clock()
+    config = make_config(tmp_path, clock)
+    store = config.composer.core
+    lister = config.composer.lister = _FailsOnce(store)
+    upload = await store.new_upload(UploadInfo(size=10, expires=clock.seconds() + 5))
+    cleaner = ExpirationCleaner(config)
+    cleaner.startService()
+    try:
+        # The sweep at start fails; the timer goes on.
+        clock.advance(10)
+        if cleaner._sweeping is not None:
+            await cleaner._sweeping
+    finally:
+        cleaner.stopService()
+    assert lister.calls == 2
+    assert not os.path.exists(store.data_path(upload.id))

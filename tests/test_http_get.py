@@ -10,8 +10,11 @@ import os
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 
-from tushttp import TUS, create, expect_error, header, patch, raw_request, request_bytes
+from tushttp import TIMEOUT, TUS, create, expect_error, header, patch, raw_request, request_bytes, upload_id
 
 
 def metadata(**values):
@@ -134,3 +137,38 @@ async def test_download_disabled(server_factory):
     body = await expect_error(response, 405, "ERR_DOWNLOAD_DISABLED")
     assert "hello" not in body
     assert "GET" not in header(response, "allow")
+
+
+@pytest.mark.parametrize("wait_for_lock", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_unreadable_data_file_is_a_logged_500_not_a_hang(server, upload_dir, wait_for_lock):
+    """
+    A data file that cannot be opened (here replaced by a directory, as a
+    second process or an operator might leave it) fails inside the
+    response's sending: the client still gets an answer with an error code,
+    and the failure is logged with the upload's ID.  Also when the GET had
+    to wait for the upload's lock, so its answer is written from a later
+    reactor turn.
+    """
+    location = await create(server, 20, b"hello")
+    data_path = server.store.data_path(upload_id(location))
+    os.unlink(data_path)
+    os.mkdir(data_path)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        lock = None
+        if wait_for_lock:
+            lock = await server.config.composer.locker.lock(upload_id(location), lambda: None)
+        answer = treq.get(location, timeout=TIMEOUT)
+        if lock is not None:
+            await deferLater(reactor, 0.05, lambda: None)
+            await lock.unlock()
+        response = await answer
+        await expect_error(response, 500, "ERR_INTERNAL_SERVER_ERROR")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert any(event.get("upload_id") == upload_id(location) and event.get("log_failure") for event in logged)
+    # The server goes on serving other uploads.
+    other = await create(server, 5, b"hello")
+    assert await (await treq.get(other)).content() == b"hello"

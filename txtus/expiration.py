@@ -5,7 +5,9 @@ whose C{Upload-Expires} has passed, through the store's terminater.
 Expiry lives in each upload's info (C{Expires} in a file store's C{.info}),
 so it survives restarts.  The cleaner takes each upload's lock before
 removing it, so it never pulls an upload out from under a request; taking
-the lock asks an in-flight PATCH of an expired upload to stop.
+the lock asks an in-flight PATCH of an expired upload to stop.  No failure,
+not even of the listing itself, ends the sweeps: each is logged and the
+next sweep tries again.
 """
 
 from __future__ import annotations
@@ -54,13 +56,23 @@ class ExpirationCleaner(TimerService):
 
     async def _sweep(self) -> list[str]:
         composer = self.config.composer
-        removed = []
-        for upload_id in await composer.lister.list_upload_ids():
+        removed: list[str] = []
+        try:
+            upload_ids = await composer.lister.list_upload_ids()
+        except Exception:
+            # A failed sweep must not fail the timer: TimerService stops
+            # looping after a failure, which would end cleaning for good.
+            log.failure("expiration: could not list uploads; trying again next sweep")
+            return removed
+        for upload_id in upload_ids:
             try:
                 if await self._remove_if_expired(upload_id):
                     removed.append(upload_id)
             except errors.UploadNotFound:
                 pass
+            except errors.TusError as e:
+                # E.g. a damaged .info, which the store logged: skip it.
+                log.warn("expiration: skipped upload {upload_id}: {code}", upload_id=upload_id, code=e.code)
             except Exception:
                 log.failure("expiration: could not check upload {upload_id}", upload_id=upload_id)
         return removed

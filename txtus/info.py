@@ -7,6 +7,7 @@ by tusd can be served by txtus and the other way round.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,25 +77,68 @@ class UploadInfo:
     @classmethod
     def from_json(cls, data: bytes) -> "UploadInfo":
         """
+        Decode and validate an info document.  Checked here, once, so that
+        a hand-edited or damaged file can never reach a response (a
+        negative C{Upload-Length}) or a computation (an infinite expiry).
+
         @raise ValueError: C{data} is not a well-formed info document.
         """
-        document = json.loads(data)
+        try:
+            document = json.loads(data)
+        except RecursionError:
+            raise ValueError("info document is nested too deeply") from None
         if not isinstance(document, dict):
             raise ValueError("info document is not an object")
-        deferred = bool(document.get("SizeIsDeferred", False))
-        metadata = document.get("MetaData") or {}
-        if not isinstance(metadata, dict):
-            raise ValueError("MetaData is not an object")
-        expires = document.get("Expires")
+        deferred = _field(document, "SizeIsDeferred", bool, False)
+        size = _length(document, "Size")
+        expires = _field(document, "Expires", (int, float), None)
+        if expires is not None and not 0 <= expires <= _LATEST_EXPIRY:
+            raise ValueError("Expires is not a time between 1970 and 9999")
+        partials = _field(document, "PartialUploads", list, None) or []
+        # Which IDs are valid is the store's to say, when it is asked for one.
+        if not all(isinstance(p, str) and p for p in partials):
+            raise ValueError("PartialUploads holds something that is not an upload ID")
         return cls(
-            id=str(document.get("ID", "")),
-            size=None if deferred else int(document.get("Size", 0)),
-            offset=int(document.get("Offset", 0)),
-            metadata={str(k): str(v) for k, v in metadata.items()},
-            is_partial=bool(document.get("IsPartial", False)),
-            is_final=bool(document.get("IsFinal", False)),
-            partial_uploads=[str(p) for p in document.get("PartialUploads") or []],
-            storage={str(k): str(v) for k, v in (document.get("Storage") or {}).items()},
+            id=_field(document, "ID", str, ""),
+            size=None if deferred else size,
+            offset=_length(document, "Offset"),
+            metadata=_text_map(document, "MetaData"),
+            is_partial=_field(document, "IsPartial", bool, False),
+            is_final=_field(document, "IsFinal", bool, False),
+            partial_uploads=partials,
+            storage=_text_map(document, "Storage"),
             expires=None if expires is None else float(expires),
             finished=document.get("Finished") is True,
         )
+
+
+# The largest length tus allows (Upload-Length is a 63-bit integer).
+_MAX_LENGTH = 2 ** 63 - 1
+# 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
+_LATEST_EXPIRY = 253402300799
+
+
+def _field(document: dict[str, Any], name: str, kind: Any, default: Any) -> Any:
+    value = document.get(name)
+    if value is None:
+        return default
+    # bool is an int to Python, never a number in an info document.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{name} has the wrong type")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} is not finite")
+    return value
+
+
+def _length(document: dict[str, Any], name: str) -> int:
+    value = _field(document, name, int, 0)
+    if not 0 <= value <= _MAX_LENGTH:
+        raise ValueError(f"{name} is out of range")
+    return value
+
+
+def _text_map(document: dict[str, Any], name: str) -> dict[str, str]:
+    value = _field(document, name, dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{name} holds something that is not text")
+    return dict(value)

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.task import cooperate
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from txtus import errors
@@ -37,6 +38,8 @@ from txtus.interfaces import (
     IUpload,
     IUploadLister,
 )
+
+log = Logger()
 
 FSYNC_POLICIES = ("never", "finish", "chunk")
 _INFO_CACHE_SIZE = 4096
@@ -121,8 +124,11 @@ class FileStore:
             raise errors.UploadNotFound() from None
         try:
             info = UploadInfo.from_json(raw)
-        except (ValueError, TypeError, AttributeError):
-            raise errors.InternalServerError(f"corrupt info file for upload {upload_id}") from None
+        except ValueError as e:
+            # Only this upload is affected; it answers this until repaired.
+            log.warn("upload {upload_id}: corrupt info file {path}: {reason}",
+                     upload_id=upload_id, path=path, reason=str(e)[:200])
+            raise errors.UploadInfoCorrupt() from None
         info.id = upload_id
         if len(self._info_cache) >= _INFO_CACHE_SIZE:
             del self._info_cache[next(iter(self._info_cache))]

@@ -45,6 +45,12 @@ MAX_CHUNK_SIZE = (1 << 64) - 1
 # connection can be kept; a larger one gets its connection closed.
 DRAIN_LIMIT = 64 * 1024
 
+# The largest body a request that stores none (HEAD, GET, DELETE, a POST
+# that is not an upload...) may carry: it is read and dropped; a larger one
+# is refused with 413, before any byte of it is read if its length is
+# declared.
+UNUSED_BODY_LIMIT = 64 * 1024
+
 
 @implementer(IPushProducer)
 class StreamingBody:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -21,7 +22,7 @@ from zope.interface import implementer
 from txtus.web import _twisted_private
 from txtus import errors
 from txtus.protocol import headers, ietf
-from txtus.web.body import BufferedBody, StreamingBody
+from txtus.web.body import UNUSED_BODY_LIMIT, BodyEnd, BufferedBody, StreamingBody
 from txtus.config import TusConfig
 from txtus.protocol.cors import Cors
 from txtus.protocol.handler import Response, TusHandler
@@ -72,22 +73,24 @@ class TusResource(Resource):
 
     def begin_body(self, request: Any) -> StreamingBody | None:
         method = effective_method(request)
-        if ietf.draft_version(request, self.config) is not None:
-            # Draft creation may be any content-carrying method, any type.
-            if method not in (b"POST", b"PUT", b"PATCH"):
-                return None
-        elif method == b"POST":
-            media = headers.media_type(request.getHeader(b"content-type"))
-            if media != headers.OFFSET_OCTET_STREAM:
-                return None
-        elif method != b"PATCH":
-            return None
         length = request.getHeader(b"content-length")
         body = StreamingBody(request, self.config.reactor, self.config.network_timeout,
                              int(length) if length is not None and length.isdigit() else None,
                              min_rate=self.config.min_upload_rate)
-        request.tus_exchange = _Exchange(self, request, method, body)
+        # Every body is taken from twisted.web, which would spool it whole
+        # to a temporary file: the ones a verb stores stream into the store,
+        # the others are dropped, up to a small limit.
+        request.tus_exchange = _Exchange(self, request, method, body, self._stores_body(request, method))
         return body
+
+    def _stores_body(self, request: Any, method: bytes) -> bool:
+        """Whether the verb for this request stores its body."""
+        if ietf.draft_version(request, self.config) is not None:
+            # Draft creation may be any content-carrying method, any type.
+            return method in (b"POST", b"PUT", b"PATCH")
+        if method == b"POST":
+            return headers.media_type(request.getHeader(b"content-type")) == headers.OFFSET_OCTET_STREAM
+        return method == b"PATCH"
 
     def render(self, request: Any) -> Any:
         exchange = getattr(request, "tus_exchange", None)
@@ -109,11 +112,13 @@ class _Exchange:
     when the body will not be read.
     """
 
-    def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any) -> None:
+    def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any,
+                 body_stored: bool = True) -> None:
         self.resource = resource
         self.request = request
         self.method = method
         self.body = body
+        self._body_stored = body_stored
         self.upload_id: str | None = None
         self._rendered = False
         self._lost = False
@@ -123,10 +128,16 @@ class _Exchange:
         # The IETF draft interop version this request speaks, if any.
         self.draft = ietf.draft_version(request, resource.config)
         request.notifyFinish().addErrback(self._connection_lost)
-        ensureDeferred(self._run()).addBoth(self._handled)
+        # _handled may write the response, and writing can raise (a store
+        # failing to open a download): that must still end in an answer.
+        ensureDeferred(self._run()).addBoth(self._handled).addErrback(self._abort)
 
     async def _run(self) -> Response:
         request = self.request
+        body = self.body
+        if body is not None and not self._body_stored:
+            await _drop_unused(body)
+            body = None
         postpath = [segment for segment in request.postpath if segment]
         if len(postpath) > 1:
             raise errors.UploadNotFound()
@@ -137,13 +148,13 @@ class _Exchange:
             self.upload_id = upload_id
         self.resource.cors.check(request)
         if self.draft is not None:
-            return await self.resource.ietf.handle(self.method, request, self.upload_id, self.body, self.draft)
+            return await self.resource.ietf.handle(self.method, request, self.upload_id, body, self.draft)
         verb = self.resource.verbs.get(self.method)
         if verb is None:
             raise errors.MethodNotAllowed(headers={"Allow": "POST, HEAD, PATCH, GET, DELETE, OPTIONS"})
         if self.method not in _UNVERSIONED and request.getHeader(b"tus-resumable") != _TUS_RESUMABLE:
             raise errors.UnsupportedVersion(headers={"Tus-Version": headers.TUS_VERSION})
-        return await verb(request, self.upload_id, self.body)
+        return await verb(request, self.upload_id, body)
 
     def _handled(self, result: Response | Failure) -> None:
         if isinstance(result, Failure):
@@ -178,7 +189,10 @@ class _Exchange:
         if self._written or self._lost or self._response is None:
             return
         if self._rendered:
-            self._write(self._response)
+            try:
+                self._write(self._response)
+            except Exception:
+                self._abort(Failure())
         elif self.body is not None and self.body.needs_close and self._closing_call is None:
             # The rest of the body will never be read: answer now and close,
             # from a fresh reactor turn (never from inside the channel's
@@ -190,7 +204,10 @@ class _Exchange:
             return
         _twisted_private.close_after_response(self.request)
         self.request.setHeader(b"date", datetimeToString())
-        self._write(self._response)
+        try:
+            self._write(self._response)
+        except Exception:
+            self._abort(Failure())
 
     def _write(self, response: Response) -> None:
         self._written = True
@@ -206,7 +223,7 @@ class _Exchange:
             set_header(name, [value])
         self.resource.cors.apply(request, preflight=self.method == b"OPTIONS")
         if response.send is not None:
-            response.send(request).addCallbacks(self._sent, self._send_failed)
+            maybeDeferred(response.send, request).addCallbacks(self._sent, self._send_failed).addErrback(self._abort)
             return
         request.defaultContentType = None
         if response.status not in (204, 304):
@@ -220,8 +237,57 @@ class _Exchange:
             self.request.finish()
 
     def _send_failed(self, failure: Failure) -> None:
-        if failure.check(ConnectionLost):
+        if failure.check(ConnectionLost) or self._lost:
             return  # the client went away mid-download
-        if not self._lost:
+        if self.request.startedWriting:
             log.failure("download of {upload_id} failed", failure, upload_id=self.upload_id)
             self.request.loseConnection()
+        else:
+            # Nothing was sent yet (the store could not even start reading):
+            # the download's headers give way to the error's.
+            self.request.responseHeaders = Headers()
+            self._write(self._error_response(failure))
+
+    def _abort(self, failure: Failure) -> None:
+        """
+        Last resort for a failure while answering: log it, then answer 500
+        if no byte of the response was sent, else close the connection.
+        """
+        log.failure("{method} {upload_id}: could not answer", failure,
+                    method=self.method.decode("latin-1"), upload_id=self.upload_id or "-")
+        request = self.request
+        if self._lost or request.finished:
+            return
+        if not request.startedWriting:
+            try:
+                request.responseHeaders = Headers()
+                self._write(self._error_response(Failure(errors.InternalServerError())))
+                return
+            except Exception:
+                log.failure("{upload_id}: could not answer 500", upload_id=self.upload_id or "-")
+        request.loseConnection()
+
+
+_UNUSED_BODY_ERRORS = {
+    BodyEnd.OVERFLOW: errors.RequestBodyTooLarge,
+    BodyEnd.TIMEOUT: errors.ReadTimeout,
+    BodyEnd.DISCONNECTED: errors.UnexpectedEOF,
+}
+
+
+async def _drop_unused(body: StreamingBody) -> None:
+    """
+    Read and drop the body of a request whose verb stores none, before the
+    verb runs (as twisted.web would, but bounded): a body declared or found
+    larger than L{UNUSED_BODY_LIMIT} is refused with 413.
+    """
+    if body.length is not None and body.length > UNUSED_BODY_LIMIT:
+        raise errors.RequestBodyTooLarge()
+
+    def drop(data: bytes) -> None:
+        if body.received > UNUSED_BODY_LIMIT:
+            body.stop(BodyEnd.OVERFLOW)
+
+    end = await body.start(drop)
+    if end is not BodyEnd.COMPLETE:
+        raise _UNUSED_BODY_ERRORS.get(end, errors.UploadStopped)()
