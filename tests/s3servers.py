@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
 
-from txtus.stores.s3.sigv4 import EMPTY_SHA256, Credentials, sign
+from txtus.stores.s3.config import blocking_request
+from txtus.stores.s3.sigv4 import Credentials
 
 ACCESS_KEY = "AKIATXTUSTESTKEY0001"
 SECRET_KEY = "txtus-test-secret/key+0001"
@@ -73,21 +73,11 @@ def _wait_listening(port: int, process: subprocess.Popen, name: str) -> None:
 
 
 def _call(endpoint: str, method: str, path: str, service: str, body: bytes = b"",
-          query: str = "", credentials: Credentials | None = None) -> bytes:
+          credentials: Credentials | None = None) -> bytes:
     """A blocking signed request, for setting a server up before the reactor runs."""
-    import hashlib
-    host = endpoint.split("://", 1)[1]
-    payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-    headers = {"Host": host}
-    if body:
-        headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
-    pairs = [tuple(p.split("=", 1)) for p in query.split("&")] if query else []
-    headers.update(sign(method, path, pairs, headers, payload,
-                        credentials or Credentials(ACCESS_KEY, SECRET_KEY), REGION, service))
-    request = urllib.request.Request(endpoint + path + (f"?{query}" if query else ""), data=body or None,
-                                     method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read()
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"} if body else {}
+    return blocking_request(endpoint, method, path, credentials or Credentials(ACCESS_KEY, SECRET_KEY), REGION,
+                            service, body=body, headers=headers, timeout=30)
 
 
 def start_moto(tmp: str) -> S3Server:
