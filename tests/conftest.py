@@ -38,3 +38,7 @@ def server_factory(upload_dir):
 @pytest.fixture
 def server(server_factory):
     return pytest_twisted.blockon(server_factory())
+
+
+# Real S3 servers (moto, rclone), started once per session when first asked for.
+from tests.s3servers import moto_server, s3_server, s3_servers  # noqa: E402,F401

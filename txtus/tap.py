@@ -50,7 +50,7 @@ def parse_size(text: str) -> int:
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = "Serve tus resumable uploads (https://tus.io) into a directory."
+    longdesc = "Serve tus resumable uploads (https://tus.io) into a directory or an S3 bucket."
 
     optParameters = [
         ["path", None, "./uploads", "Directory to store uploads in (created if missing)."],
@@ -64,6 +64,12 @@ class Options(usage.Options):
         ["locker", None, "memory", "Upload locks: memory (this process only) or file (flock in --path: use it when several processes share --path)."],
         ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
         ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
+        ["s3-bucket", None, None, "Store uploads in this S3 bucket (tusd's s3store layout) instead of --path."],
+        ["s3-endpoint", None, None, "URL of an S3-compatible service (path-style), e.g. http://127.0.0.1:9000; default AWS."],
+        ["s3-prefix", None, "", "Prefix of every object key in the bucket (e.g. uploads/)."],
+        ["s3-region", None, None, "S3 region; default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1."],
+        ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this."],
+        ["s3-concurrency", None, "4", "Part uploads in flight at once per upload."],
     ]
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
@@ -129,15 +135,54 @@ class Options(usage.Options):
         self["cors-origin"] = origin
         if not self["base-path"].strip("/") and not self["base-path"].startswith(("http://", "https://")):
             raise usage.UsageError("--base-path must not be /")
+        if self["s3-bucket"] is not None:
+            self._check_s3()
+            return
         try:
             FileStore(self["path"], fsync=self["fsync"])
         except OSError as e:
             raise usage.UsageError(f"--path {self['path']!r} is not a usable directory: {e.strerror or e}")
 
+    def _check_s3(self) -> None:
+        from txtus.stores.s3 import config as s3config
+        from txtus.stores.s3.store import MIN_PART_SIZE
+        if self["locker"] == "file":
+            raise usage.UsageError("--locker file locks files in --path; with --s3-bucket use --locker memory")
+        try:
+            self["s3-part-size"] = parse_size(self["s3-part-size"])
+        except ValueError as e:
+            raise usage.UsageError(f"--s3-part-size: {e}")
+        if not MIN_PART_SIZE <= self["s3-part-size"] <= 5 * 1024**3:
+            raise usage.UsageError("--s3-part-size must be between 5MiB and 5GiB (S3's limits)")
+        try:
+            self["s3-concurrency"] = int(self["s3-concurrency"])
+        except ValueError:
+            raise usage.UsageError(f"--s3-concurrency: not a number: {self['s3-concurrency']!r}")
+        if not 1 <= self["s3-concurrency"] <= 64:
+            raise usage.UsageError("--s3-concurrency must be between 1 and 64")
+        try:
+            self["s3-region"] = s3config.find_region(self["s3-region"])
+            self["s3-credentials"] = s3config.find_credentials()
+            s3config.check_bucket(self["s3-bucket"], self["s3-credentials"], self["s3-region"], self["s3-endpoint"])
+        except s3config.S3ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def _s3_store(options: Options, reactor: Any) -> Any:
+    from txtus.stores.s3.client import S3Client
+    from txtus.stores.s3.store import S3Store
+    client = S3Client(options["s3-bucket"], options["s3-credentials"], options["s3-region"],
+                      options["s3-endpoint"], reactor=reactor)
+    return S3Store(client, prefix=options["s3-prefix"], part_size=options["s3-part-size"],
+                   concurrency=options["s3-concurrency"])
+
 
 def build_config(options: Options, reactor: Any = None) -> TusConfig:
     composer = StoreComposer()
-    FileStore(options["path"], fsync=options["fsync"]).use_in(composer)
+    if options["s3-bucket"] is not None:
+        _s3_store(options, reactor).use_in(composer)
+    else:
+        FileStore(options["path"], fsync=options["fsync"]).use_in(composer)
     timeout = options["acquire-lock-timeout"]
     if options["locker"] == "memory":
         MemoryLocker(acquire_timeout=timeout, reactor=reactor).use_in(composer)

@@ -1,0 +1,257 @@
+"""
+What the S3 store adds to the conformance suite, against the real test
+servers: tusd's object layout, parts streamed with backpressure, a cut chunk
+kept, the offset read back by a fresh store (another process), and part
+PUTs that fail (a loopback proxy in front of the real server answers 503 to
+chosen requests).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from tests.s3servers import make_s3_store
+from txtus import errors
+from txtus.info import UploadInfo
+from txtus.stores.s3.client import S3Client
+from txtus.stores.s3.store import MIN_PART_SIZE, S3Store
+
+MiB = 1024 * 1024
+
+
+_CYCLE = bytes(range(251)) * (64 * 1024 // 251 + 2)
+
+
+def pattern(start: int, length: int) -> bytes:
+    """Bytes that differ at every offset modulo 251, so misplaced bytes show."""
+    whole = _CYCLE * (length // len(_CYCLE) + 2)
+    return whole[start % 251:start % 251 + length]
+
+
+@implementer(IPushProducer)
+class Producer:
+    """Stands in for the request body: counts what the writer asks of it."""
+
+    def __init__(self):
+        self.paused = False
+        self.pauses = 0
+        self.stopped = False
+        self.resumed = Deferred()
+
+    def pauseProducing(self):
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self):
+        self.paused = False
+        resumed, self.resumed = self.resumed, Deferred()
+        resumed.callback(None)
+
+    def stopProducing(self):
+        self.stopped = True
+        self.resumeProducing()
+
+
+async def feed(writer, producer, data: bytes, step: int = 256 * 1024) -> None:
+    """Write like a socket would: one read at a time, waiting while paused."""
+    writer.registerProducer(producer, True)
+    for position in range(0, len(data), step):
+        while producer.paused and not producer.stopped:
+            await producer.resumed
+        if producer.stopped:
+            break
+        writer.write(data[position:position + step])
+    writer.unregisterProducer()
+
+
+async def keys(store: S3Store) -> set[str]:
+    return {o.key[len(store.prefix):] for o in await store.client.list_objects(store.prefix)}
+
+
+@pytest.fixture
+def s3_store(s3_server):
+    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2)
+    yield store
+    pytest_twisted.blockon(store.client.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_tusd_layout_parts_and_tail(s3_store, s3_server):
+    size = 2 * MIN_PART_SIZE + 3 * MiB + 7
+    store = s3_store
+    upload = await store.new_upload(UploadInfo(size=size, metadata={"filename": "a.bin", "filetype": "image/png"}))
+    object_id, multipart = upload.id.split("+", 1)
+    assert len(object_id) == 32 and multipart
+    document = json.loads(await store.client.get_object(f"{store.prefix}{object_id}.info"))
+    assert document["ID"] == upload.id and document["Size"] == size
+    assert document["Storage"] == {"Type": "s3store", "Bucket": s3_server.bucket, "Key": store.prefix + object_id}
+
+    # 7 MiB: one 5 MiB part and a 2 MiB tail in <id>.part.
+    first = 7 * MiB
+    writer = await upload.open_chunk(0)
+    producer = Producer()
+    await feed(writer, producer, pattern(0, first))
+    assert await writer.commit() == first
+    assert await keys(store) == {f"{object_id}.info", f"{object_id}.part"}
+    parts = await store.client.list_parts(store.prefix + object_id, multipart)
+    assert [p.size for p in parts] == [MIN_PART_SIZE]
+
+    # Another process (a fresh store) sees the same offset and resumes.
+    other = make_s3_store(s3_server, prefix=store.prefix, part_size=MIN_PART_SIZE, concurrency=2)
+    try:
+        again = await other.get_upload(upload.id)
+        assert (await again.get_info()).offset == first
+        writer = await again.open_chunk(first)
+        await feed(writer, Producer(), pattern(first, size - first))
+        assert await writer.commit() == size
+        await again.finish()
+        await again.finish()  # idempotent
+    finally:
+        await other.client.close()
+    assert await keys(store) == {f"{object_id}.info", object_id}
+    final = await store.client.head_object(store.prefix + object_id)
+    assert final.getRawHeaders("content-type") == ["image/png"]
+    assert await store.client.get_object(store.prefix + object_id) == pattern(0, size)
+    assert (await upload.get_info()).offset == size
+    await store.terminate(upload)
+    assert await keys(store) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cut_chunk_keeps_every_byte_received(s3_store):
+    store = s3_store
+    upload = await store.new_upload(UploadInfo(size=20 * MiB))
+    writer = await upload.open_chunk(0)
+    received = MIN_PART_SIZE + 123_457
+    await feed(writer, Producer(), pattern(0, received))
+    # The body ends early (client gone): the server commits what arrived.
+    assert await writer.commit() == received
+    assert (await upload.get_info()).offset == received
+    writer = await upload.open_chunk(received)
+    await feed(writer, Producer(), pattern(received, 20 * MiB - received))
+    assert await writer.commit() == 20 * MiB
+    await upload.finish()
+    assert await store.client.get_object(store.key(upload.id)) == pattern(0, 20 * MiB)
+
+
+@pytest_twisted.ensureDeferred
+async def test_parts_pause_the_body_while_puts_are_busy(s3_store):
+    store = s3_store
+    upload = await store.new_upload(UploadInfo(size=6 * MIN_PART_SIZE))
+    writer = await upload.open_chunk(0)
+    producer = Producer()
+    writer.registerProducer(producer, True)
+    # Five full parts at once: two PUTs start, one part waits, the body is paused.
+    for number in range(5):
+        writer.write(pattern(number * MIN_PART_SIZE, MIN_PART_SIZE))
+    assert producer.paused and producer.pauses == 1
+    await producer.resumed
+    writer.unregisterProducer()
+    assert await writer.commit() == 5 * MIN_PART_SIZE
+
+
+# Failing requests --------------------------------------------------------------
+
+class FaultyProxy(Resource):
+    """
+    Forwards every request unchanged (Host included, so signatures stay
+    valid) to the real server, except that requests matching C{fail} get a
+    503 without reaching it.
+    """
+
+    isLeaf = True
+
+    def __init__(self, target: str, fail):
+        super().__init__()
+        self.target = target
+        self.fail = fail
+        self.seen: list[tuple[str, str, int]] = []
+
+    def render(self, request):
+        method = request.method.decode()
+        uri = request.uri.decode()
+        if self.fail(method, uri):
+            self.seen.append((method, uri, 503))
+            request.setResponseCode(503)
+            return b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+        headers = {k: v for k, v in request.requestHeaders.getAllRawHeaders() if k.lower() != b"content-length"}
+        body = request.content.read()
+        d = treq.request(method, self.target + uri, headers=headers, data=body or None)
+
+        def answer(response):
+            self.seen.append((method, uri, response.code))
+            request.setResponseCode(response.code)
+            for name, values in response.headers.getAllRawHeaders():
+                if name.lower() not in (b"content-length", b"transfer-encoding", b"connection"):
+                    request.responseHeaders.setRawHeaders(name, values)
+            return treq.content(response).addCallback(lambda content: (request.write(content), request.finish()))
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: (request.setResponseCode(502), request.finish()))
+        return NOT_DONE_YET
+
+
+@pytest.fixture
+def faulty(s3_server):
+    """A proxy in front of the real server and a store that talks through it."""
+    rules = {"fail": lambda method, uri: False}
+    proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u))
+    port = reactor.listenTCP(0, Site(proxy), interface="127.0.0.1")
+    client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
+                      f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=2, backoff=0.01)
+    store = S3Store(client, prefix=make_s3_store(s3_server).prefix, part_size=MIN_PART_SIZE, concurrency=2)
+    yield store, proxy, rules
+    pytest_twisted.blockon(client.close())
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_part_put_is_retried(faulty):
+    store, proxy, rules = faulty
+    upload = await store.new_upload(UploadInfo(size=2 * MIN_PART_SIZE))
+    failures = {"left": 2}
+
+    def fail_twice(method, uri):
+        if method == "PUT" and "partNumber=2" in uri and failures["left"]:
+            failures["left"] -= 1
+            return True
+        return False
+
+    rules["fail"] = fail_twice
+    writer = await upload.open_chunk(0)
+    await feed(writer, Producer(), pattern(0, 2 * MIN_PART_SIZE))
+    assert await writer.commit() == 2 * MIN_PART_SIZE
+    assert [s for m, u, s in proxy.seen if "partNumber=2" in u] == [503, 503, 200]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_part_that_keeps_failing_stops_the_body_and_keeps_what_s3_holds(faulty):
+    store, proxy, rules = faulty
+    upload = await store.new_upload(UploadInfo(size=8 * MIN_PART_SIZE))
+    rules["fail"] = lambda method, uri: method == "PUT" and "partNumber=" in uri and "partNumber=1&" not in uri
+    writer = await upload.open_chunk(0)
+    producer = Producer()
+    await feed(writer, producer, pattern(0, 8 * MIN_PART_SIZE))
+    assert producer.stopped  # the body stopped: the server answers at once
+    with pytest.raises(errors.TusError) as caught:
+        await writer.commit()
+    assert caught.value.status >= 500
+    # Only part 1 was confirmed: HEAD says exactly that, and the upload
+    # resumes from there.
+    rules["fail"] = lambda method, uri: False
+    assert (await upload.get_info()).offset == MIN_PART_SIZE
+    writer = await upload.open_chunk(MIN_PART_SIZE)
+    await feed(writer, Producer(), pattern(MIN_PART_SIZE, 7 * MIN_PART_SIZE))
+    assert await writer.commit() == 8 * MIN_PART_SIZE
+    await upload.finish()
+    assert await store.client.get_object(store.key(upload.id)) == pattern(0, 8 * MIN_PART_SIZE)

@@ -1,0 +1,607 @@
+"""
+L{S3Store}: uploads streamed into S3, in tusd's s3store layout, so that an
+operator can point either server at a bucket the other wrote.
+
+For an upload C{<id>} (C{<objectid>+<multipartid>}, as tusd makes them),
+under the configured prefix:
+
+  - C{<objectid>.info}: the L{UploadInfo} as JSON, tusd's field names;
+  - a multipart upload on C{<objectid>} holding the bytes, in parts of at
+    least S3's 5 MiB minimum;
+  - C{<objectid>.part}: the tail shorter than 5 MiB between two PATCHes;
+  - C{<objectid>}: the final object once the multipart upload completed
+    (C{filetype} metadata becomes its Content-Type).
+
+The offset is never written down: it is the sum of the multipart upload's
+parts (numbered 1, 2, ... without a gap) plus the C{.part} object, read
+from S3 on every request, so any process can answer for any upload after
+any crash.  A C{.part} records how many parts existed when it was written
+(C{x-amz-meta-txtus-parts}); once a later part has taken its bytes it is
+stale and ignored, so a crash between uploading that part and deleting the
+C{.part} never counts its bytes twice.
+
+Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
+starts as soon as it is full, up to C{concurrency} PUTs run at once while
+the next part fills, and the body is paused while a full part waits for a
+free PUT.  Memory per active upload is at most (C{concurrency} + 1) x
+C{part_size}; nothing is spooled to local disk.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import ResponseDone
+from zope.interface import implementer
+
+from txtus import errors
+from txtus.info import UploadInfo
+from txtus.interfaces import (
+    IChunkWriter,
+    IConcater,
+    IDataStore,
+    ILengthDeferrer,
+    IReader,
+    ITerminater,
+    IUpload,
+    IUploadLister,
+)
+from txtus.stores.s3.client import Part, S3Client, S3Error, S3Unavailable
+
+log = Logger()
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+DEFAULT_CONCURRENCY = 4
+_PARTS_MARKER = "x-amz-meta-txtus-parts"
+_OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
+_UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
+
+
+def _storage_error(error: Exception) -> errors.TusError:
+    """An S3 failure as the client sees it: 500, S3's code in the message."""
+    if isinstance(error, errors.TusError):
+        return error
+    if isinstance(error, S3Error):
+        return errors.InternalServerError(f"storage error: S3 {error.operation} answered {error.code}")
+    if isinstance(error, S3Unavailable):
+        return errors.InternalServerError("storage error: S3 is unreachable")
+    return errors.InternalServerError("storage error")
+
+
+def _deferred(coroutine: Any) -> Deferred:
+    """A coroutine as a Deferred whose failures are L{TusError}s."""
+    def translate(failure: Any) -> Any:
+        if failure.check(errors.TusError):
+            return failure
+        if failure.check(S3Error, S3Unavailable):
+            raise _storage_error(failure.value)
+        return failure
+    return ensureDeferred(coroutine).addErrback(translate)
+
+
+class _State:
+    """What S3 holds for an unfinished upload."""
+
+    def __init__(self, parts: list[Part], tail: int, finished_size: int | None) -> None:
+        self.parts = parts
+        self.tail = tail
+        self.finished_size = finished_size
+
+    @property
+    def offset(self) -> int:
+        if self.finished_size is not None:
+            return self.finished_size
+        return sum(p.size for p in self.parts) + self.tail
+
+
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister)
+class S3Store:
+    """
+    @param client: the L{S3Client} for the bucket.
+    @param prefix: prepended to every object key (tusd's C{-s3-object-prefix}).
+    @param part_size: bytes per part (at least 5 MiB); larger for uploads
+        that would otherwise need more than 10 000 parts.
+    @param concurrency: part PUTs in flight at once per upload.
+    """
+
+    def __init__(self, client: S3Client, prefix: str = "", part_size: int = DEFAULT_PART_SIZE,
+                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError("part size must be at least 5 MiB (S3's minimum)")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.client = client
+        self.prefix = prefix
+        self.part_size = part_size
+        self.concurrency = concurrency
+        # Learnt on the first refusal: some S3 servers (rclone) do not do
+        # UploadPartCopy, and concatenation then copies through.
+        self.server_side_copy = True
+
+    def use_in(self, composer: Any) -> None:
+        composer.use_core(self)
+        composer.use_terminater(self)
+        composer.use_concater(self)
+        composer.use_length_deferrer(self)
+        composer.use_reader(self)
+        composer.use_lister(self)
+
+    def is_valid_upload_id(self, upload_id: str) -> bool:
+        """tusd's S3 IDs: C{<objectid>+<multipartid>}, nothing that leaves the prefix."""
+        return _UPLOAD_ID.fullmatch(upload_id) is not None
+
+    # Keys ----------------------------------------------------------------
+
+    def key(self, upload_id: str) -> str:
+        return self.prefix + upload_id.split("+", 1)[0]
+
+    def info_key(self, upload_id: str) -> str:
+        return self.key(upload_id) + ".info"
+
+    def part_key(self, upload_id: str) -> str:
+        return self.key(upload_id) + ".part"
+
+    def part_size_for(self, size: int | None) -> int:
+        """The part size for an upload: larger parts when 10 000 would not hold it."""
+        if size is None or size <= self.part_size * MAX_PARTS:
+            return self.part_size
+        mib = 1024 * 1024
+        return math.ceil(size / MAX_PARTS / mib) * mib
+
+    @staticmethod
+    def multipart_id(upload_id: str) -> str:
+        return upload_id.split("+", 1)[1]
+
+    # Reading S3's state --------------------------------------------------
+
+    async def read_info(self, upload_id: str) -> UploadInfo:
+        try:
+            raw = await self.client.get_object(self.info_key(upload_id))
+        except S3Error as e:
+            if e.not_found:
+                raise errors.UploadNotFound() from None
+            raise
+        try:
+            info = UploadInfo.from_json(raw)
+        except (ValueError, TypeError, AttributeError):
+            raise errors.InternalServerError(f"corrupt info object for upload {upload_id}") from None
+        info.id = upload_id
+        return info
+
+    async def write_info(self, info: UploadInfo) -> None:
+        await self.client.put_object(self.info_key(info.id), info.to_json(), {"Content-Type": "application/json"})
+
+    async def state(self, upload_id: str) -> _State:
+        """
+        The parts without a gap from part 1, the valid C{.part}, or the final
+        object's size once the multipart upload is completed.
+        """
+        key = self.key(upload_id)
+        try:
+            listed = await self.client.list_parts(key, self.multipart_id(upload_id))
+        except S3Error as e:
+            if not e.not_found:
+                raise
+            final = await self.client.head_object(key)
+            if final is None:
+                raise errors.UploadNotFound() from None
+            return _State([], 0, int((final.getRawHeaders("content-length") or ["0"])[0]))
+        parts: list[Part] = []
+        for part in listed:
+            if part.number != len(parts) + 1:
+                break
+            parts.append(part)
+        tail = await self.client.head_object(self.part_key(upload_id))
+        size = 0
+        if tail is not None:
+            marker = (tail.getRawHeaders(_PARTS_MARKER) or [None])[0]
+            # Without a marker (tusd wrote it) the .part counts, as in tusd.
+            if marker is None or marker == str(len(parts)):
+                size = int((tail.getRawHeaders("content-length") or ["0"])[0])
+        return _State(parts, size, None)
+
+    # IDataStore ----------------------------------------------------------
+
+    def new_upload(self, info: UploadInfo) -> Deferred:
+        return _deferred(self._new_upload(info))
+
+    async def _new_upload(self, info: UploadInfo) -> "S3Upload":
+        info = info.copy(offset=0)
+        object_id = info.id.split("+", 1)[0] if info.id else secrets.token_hex(16)
+        if not re.fullmatch(_OBJECT_ID, object_id):
+            raise errors.InternalServerError("invalid upload ID")
+        headers = {}
+        content_type = info.metadata.get("filetype")
+        if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
+            headers["Content-Type"] = content_type
+        multipart = await self.client.create_multipart_upload(self.prefix + object_id, headers)
+        info.id = f"{object_id}+{multipart}"
+        info.storage = {"Type": "s3store", "Bucket": self.client.bucket, "Key": self.key(info.id)}
+        await self.write_info(info)
+        return S3Upload(self, info)
+
+    def get_upload(self, upload_id: str) -> Deferred:
+        if not self.is_valid_upload_id(upload_id):
+            return fail(errors.UploadNotFound())
+        return _deferred(self._get_upload(upload_id))
+
+    async def _get_upload(self, upload_id: str) -> "S3Upload":
+        return S3Upload(self, await self.read_info(upload_id))
+
+    # Extensions ----------------------------------------------------------
+
+    def terminate(self, upload: "S3Upload") -> Deferred:
+        return _deferred(self._terminate(upload))
+
+    async def _terminate(self, upload: "S3Upload") -> None:
+        await self.client.abort_multipart_upload(self.key(upload.id), self.multipart_id(upload.id))
+        await self.client.delete_objects([self.key(upload.id), self.part_key(upload.id), self.info_key(upload.id)])
+
+    def declare_length(self, upload: "S3Upload", length: int) -> Deferred:
+        return _deferred(self._declare_length(upload, length))
+
+    async def _declare_length(self, upload: "S3Upload", length: int) -> None:
+        info = await self.read_info(upload.id)
+        info.size = length
+        await self.write_info(info)
+        upload.info.size = length
+
+    def list_upload_ids(self) -> Deferred:
+        return _deferred(self._list_upload_ids())
+
+    async def _list_upload_ids(self) -> list[str]:
+        found = []
+        for item in await self.client.list_objects(self.prefix):
+            name = item.key[len(self.prefix):]
+            if not name.endswith(".info") or "/" in name:
+                continue
+            try:
+                raw = await self.client.get_object(item.key)
+                upload_id = str(UploadInfo.from_json(raw).id)
+            except (S3Error, ValueError, TypeError, AttributeError):
+                continue
+            if self.is_valid_upload_id(upload_id) and upload_id.split("+", 1)[0] == name[:-5]:
+                found.append(upload_id)
+        return sorted(found)
+
+    def send_content(self, upload: "S3Upload", consumer: IConsumer, start: int, length: int) -> Deferred:
+        return _deferred(self._send_content(upload, consumer, start, length))
+
+    async def _send_content(self, upload: "S3Upload", consumer: IConsumer, start: int, length: int) -> None:
+        state = await self.state(upload.id)
+        if state.finished_size is None:
+            if length == 0:
+                return
+            # As tusd's s3store: the bytes are spread over parts until the
+            # multipart upload is completed.
+            raise errors.IncompleteUpload()
+        if length == 0:
+            return
+        response = await self.client.open_object(self.key(upload.id), start, start + length)
+        relay = _Relay(consumer)
+        response.deliverBody(relay)
+        await relay.done
+
+    def concat_uploads(self, final: "S3Upload", partials: list["S3Upload"]) -> Deferred:
+        return _deferred(self._concat(final, partials))
+
+    async def _concat(self, final: "S3Upload", partials: list["S3Upload"]) -> None:
+        for partial in partials:
+            # Complete partials have objects only once finished; finishing
+            # is idempotent, so a partial whose finish was cut short is
+            # finished now.
+            await partial.finish()
+        sizes = [(await p.get_info()).offset for p in partials]
+        if self.server_side_copy and all(s >= MIN_PART_SIZE for s in sizes[:-1]) and sizes and sizes[-1] > 0:
+            if await self._concat_server_side(final, partials, sizes):
+                return
+        # Copy-through: each partial's object streamed into the final's parts.
+        writer = S3ChunkWriter(self, final.id, [], b"", final.info.size)
+        for partial, size in zip(partials, sizes):
+            if size:
+                response = await self.client.open_object(self.key(partial.id), 0, size)
+                relay = _Relay(writer)
+                response.deliverBody(relay)
+                await relay.done
+        await writer.commit()
+
+    async def _concat_server_side(self, final: "S3Upload", partials: list["S3Upload"], sizes: list[int]) -> bool:
+        """
+        UploadPartCopy into a fresh multipart upload on the final's key,
+        completed into the final object; the final's own multipart upload is
+        then aborted.  A fresh one, because a server that does not really
+        copy (rclone answers with an empty part) leaves a part that cannot
+        be replaced.  @return: False if the server cannot copy.
+        """
+        key = self.key(final.id)
+        fresh = await self.client.create_multipart_upload(key, _content_type(final.info))
+        parts: list[Part] = []
+        try:
+            for partial, size in zip(partials, sizes):
+                for start in range(0, size, 5 * 1024 ** 3):
+                    end = min(size, start + 5 * 1024 ** 3)
+                    etag = await self.client.upload_part_copy(key, fresh, len(parts) + 1, self.key(partial.id), start, end)
+                    parts.append(Part(len(parts) + 1, end - start, etag))
+        except S3Error as e:
+            await self.client.abort_multipart_upload(key, fresh)
+            if e.code in ("MalformedResponse", "NotImplemented"):
+                log.info("S3 server does not do UploadPartCopy ({code}); concatenating by copying through",
+                         code=e.code)
+                self.server_side_copy = False
+                return False
+            raise
+        await self.client.complete_multipart_upload(key, fresh, parts)
+        await self.client.abort_multipart_upload(key, self.multipart_id(final.id))
+        return True
+
+
+def _content_type(info: UploadInfo) -> dict[str, str]:
+    content_type = info.metadata.get("filetype")
+    if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
+        return {"Content-Type": content_type}
+    return {}
+
+
+@implementer(IUpload)
+class S3Upload:
+    def __init__(self, store: S3Store, info: UploadInfo) -> None:
+        self.store = store
+        self.info = info
+        self.id = info.id
+
+    def get_info(self) -> Deferred:
+        return _deferred(self._get_info())
+
+    async def _get_info(self) -> UploadInfo:
+        state = await self.store.state(self.id)
+        return self.info.copy(offset=state.offset)
+
+    def open_chunk(self, offset: int) -> Deferred:
+        return _deferred(self._open_chunk(offset))
+
+    async def _open_chunk(self, offset: int) -> "S3ChunkWriter":
+        store = self.store
+        state = await store.state(self.id)
+        if state.offset != offset or state.finished_size is not None:
+            raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset)})
+        tail = await store.client.get_object(store.part_key(self.id)) if state.tail else b""
+        if len(tail) != state.tail:
+            raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset - state.tail)})
+        return S3ChunkWriter(store, self.id, state.parts, tail, self.info.size)
+
+    def finish(self) -> Deferred:
+        return _deferred(self._finish())
+
+    async def _finish(self) -> None:
+        """
+        Complete the multipart upload, idempotently: an upload already
+        completed (by this call before a crash, or by another process) is
+        left as it is.
+        """
+        store, client = self.store, self.store.client
+        key, multipart = store.key(self.id), store.multipart_id(self.id)
+        state = await store.state(self.id)
+        if state.finished_size is not None:
+            return
+        parts = list(state.parts)
+        if state.tail:
+            data = await client.get_object(store.part_key(self.id))
+            etag = await client.upload_part(key, multipart, len(parts) + 1, [data])
+            parts.append(Part(len(parts) + 1, len(data), etag))
+        elif not parts:
+            # S3 refuses to complete an upload without parts.
+            etag = await client.upload_part(key, multipart, 1, [b""])
+            parts.append(Part(1, 0, etag))
+        try:
+            await client.complete_multipart_upload(key, multipart, parts)
+        except S3Error as e:
+            if not (e.not_found and await client.head_object(key) is not None):
+                raise
+        await client.delete_object(store.part_key(self.id))
+
+
+@implementer(IChunkWriter)
+class S3ChunkWriter:
+    """
+    Streams a chunk into the upload's parts.  Bytes accumulate in the part
+    being filled (which starts with the old C{.part}'s bytes); a full part
+    is PUT at once, up to C{concurrency} at a time, and the producer is
+    paused while a full part waits for a free PUT.  C{commit} waits for the
+    PUTs, then stores what is left: as the last part if the upload is now
+    complete or the rest is at least 5 MiB, else as the new C{.part}.
+
+    A PUT that fails after the client's retries stops the body; C{commit}
+    then reports the error, and the upload keeps exactly the parts S3
+    confirmed without a gap.
+    """
+
+    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None) -> None:
+        self._store = store
+        self._client = store.client
+        self._id = upload_id
+        self._key = store.key(upload_id)
+        self._multipart = store.multipart_id(upload_id)
+        self._part_size = store.part_size_for(size)
+        self._size = size
+        self._confirmed: dict[int, Part] = {p.number: p for p in parts}
+        self._base = len(parts)
+        self._next_number = len(parts) + 1
+        self._had_tail = bool(tail)
+        self._pieces: list[bytes] = [tail] if tail else []
+        self._filled = len(tail)
+        self._start = sum(p.size for p in parts) + len(tail)
+        self._written = self._start
+        self._waiting: list[tuple[int, list[bytes]]] = []
+        self._running: dict[int, Deferred] = {}
+        self._producer: Any = None
+        self._paused = False
+        self._error: Exception | None = None
+        self._closed = False
+
+    # IConsumer -----------------------------------------------------------
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._closed or self._error is not None or not data:
+            return
+        self._written += len(data)
+        view = data
+        while view:
+            room = self._part_size - self._filled
+            piece, view = view[:room], view[room:]
+            self._pieces.append(piece)
+            self._filled += len(piece)
+            if self._filled == self._part_size:
+                self._cut()
+
+    def _cut(self) -> None:
+        """The part being filled is full: queue it for a PUT."""
+        self._waiting.append((self._next_number, self._pieces))
+        self._next_number += 1
+        self._pieces, self._filled = [], 0
+        self._launch()
+        if self._waiting and not self._paused and self._producer is not None:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _launch(self) -> None:
+        while self._waiting and len(self._running) < self._store.concurrency and self._error is None:
+            number, pieces = self._waiting.pop(0)
+            d = ensureDeferred(self._client.upload_part(self._key, self._multipart, number, pieces))
+            self._running[number] = d
+            size = sum(len(p) for p in pieces)
+            d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, size), errbackArgs=(number,))
+        if not self._waiting and self._paused and self._error is None:
+            self._paused = False
+            if self._producer is not None:
+                self._producer.resumeProducing()
+
+    def _put_done(self, etag: str, number: int, size: int) -> None:
+        del self._running[number]
+        self._confirmed[number] = Part(number, size, etag)
+        self._launch()
+
+    def _put_failed(self, failure: Any, number: int) -> None:
+        del self._running[number]
+        if self._error is None:
+            self._error = failure.value
+            log.error("S3 part {number} of upload {upload_id} failed: {error}", number=number,
+                      upload_id=self._id, error=failure.value)
+            self._waiting = []
+            if self._producer is not None:
+                self._producer.stopProducing()
+
+    # Ending the chunk ----------------------------------------------------
+
+    async def _settle(self) -> None:
+        while self._running:
+            await DeferredList(list(self._running.values()), consumeErrors=True)
+
+    def _contiguous(self) -> list[Part]:
+        parts = []
+        while len(parts) + 1 in self._confirmed:
+            parts.append(self._confirmed[len(parts) + 1])
+        return parts
+
+    async def _close(self) -> int:
+        await self._settle()
+        client = self._client
+        parts = self._contiguous()
+        uploaded = len(parts) > self._base
+        if self._error is not None:
+            if uploaded:
+                await client.delete_object(self._store.part_key(self._id))
+            raise _storage_error(self._error)
+        rest = self._pieces
+        size = self._filled
+        offset = sum(p.size for p in parts)
+        complete = self._size is not None and offset + size >= self._size
+        if size and (complete or size >= MIN_PART_SIZE):
+            etag = await client.upload_part(self._key, self._multipart, len(parts) + 1, rest)
+            parts.append(Part(len(parts) + 1, size, etag))
+            await client.delete_object(self._store.part_key(self._id))
+            return offset + size
+        if size and (uploaded or self._written > self._start):
+            await client.put_object(self._store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
+            return offset + size
+        if uploaded and self._had_tail:
+            await client.delete_object(self._store.part_key(self._id))
+        return offset + size
+
+    def commit(self) -> Deferred:
+        if self._closed:
+            return fail(RuntimeError("chunk already committed or rolled back"))
+        self._closed = True
+        return _deferred(self._close())
+
+    def abort(self) -> Deferred:
+        """Keep what can be kept (a prefix of the chunk); never fail."""
+        if self._closed:
+            return succeed(None)
+        self._closed = True
+        d = _deferred(self._close())
+        d.addErrback(lambda f: log.failure("abandoning chunk of upload {upload_id}", f, upload_id=self._id))
+        return d.addCallback(lambda _: None)
+
+    def rollback(self) -> Deferred:
+        if self._closed:
+            return fail(RuntimeError("chunk already committed or rolled back"))
+        self._closed = True
+        return _deferred(self._rollback())
+
+    async def _rollback(self) -> int:
+        await self._settle()
+        if len(self._contiguous()) > self._base:
+            # Not reachable once checksummed chunks are staged; until then,
+            # say so rather than pretend.
+            raise errors.InternalServerError("cannot roll back parts already stored in S3")
+        return self._start
+
+
+@implementer(IPushProducer)
+class _Relay(Protocol):
+    """
+    A GetObject body handed to a consumer as it arrives, as a push producer:
+    a slow consumer pauses the S3 connection.
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self._consumer.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._consumer.write(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._consumer.unregisterProducer()
+        if reason.check(ResponseDone):
+            self.done.callback(None)
+        else:
+            self.done.errback(ConnectionLost("S3 download ended early"))
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
