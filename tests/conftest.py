@@ -12,6 +12,8 @@ from twisted.internet import reactor
 
 from txtus.testing import start_server
 
+from redisserver import redis_prefix, redis_server  # noqa: F401  (fixtures)
+
 
 @pytest.fixture
 def upload_dir(tmp_path):

@@ -115,11 +115,13 @@ def test_cut_connection_then_tuspy_resumes(twist: TwistProcess) -> None:
     (["--max-size", "12XB"], "--max-size"),
     (["--path", "{file}"], "--path"),
     (["--path", "{file}/below"], "--path"),
+    (["--locker", "redis", "--redis-url", "redis://127.0.0.1:{free}/0"], "--redis-url: cannot reach Redis"),
+    (["--locker", "redis", "--redis-url", "redis:/nohost"], "--redis-url"),
 ])
 def test_bad_options_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     not_a_directory = tmp_path / "a-file"
     not_a_directory.write_bytes(b"")
-    args = [a.format(file=not_a_directory) for a in args]
+    args = [a.format(file=not_a_directory, free=free_port()) for a in args]
     result = subprocess.run(twist_command("--port", f"tcp:{free_port()}:interface=127.0.0.1", *args),
                             env=twist_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     assert result.returncode != 0

@@ -24,7 +24,7 @@ from txtus.composer import StoreComposer
 from txtus.lockers.file import FileLocker
 from txtus.interfaces import ILock, ILocker
 
-from lockkit import Holder, failure_of, held
+from lockkit import Holder, LockerContract, failure_of, held
 
 
 @pytest.fixture
@@ -386,3 +386,14 @@ async def test_real_process_cannot_take_a_held_lock(tmp_path):
     probe = _spawn(_PROBE, str(tmp_path / "a.lock"))
     await probe.ended.addTimeout(5, reactor)
     assert probe.output.strip() == "got"
+
+
+class TestContract(LockerContract):
+    """Two lockers on one directory: two processes."""
+
+    @pytest.fixture
+    def pair(self, tmp_path):
+        def pair(**kwargs):
+            return tuple(FileLocker(str(tmp_path), holder_poll_interval=0.05, acquirer_poll_interval=0.05,
+                                    reactor=reactor, **kwargs) for _ in range(2))
+        return pair

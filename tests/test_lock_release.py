@@ -7,7 +7,9 @@ and the new request is served within a second.
 
 The "two-servers" case runs two sites with their own L{FileLocker} on one
 upload directory, the way two txtus processes share one: the stop request
-then travels through the file system.
+then travels through the file system.  The "two-redis" case gives each
+site its own L{RedisLocker} on a real redis-server: the request travels
+by Redis pub/sub, as between processes on different machines.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from twisted.internet import reactor
 from tushttp import OCTET, TUS, connect, create, head, header, patch, request_bytes, stored, upload_id, wait_for
 from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
+from txtus.lockers.redis import RedisLocker
 
 DATA = bytes(range(256)) * 3 + os.urandom(232)  # 1000 bytes
 SENT = 100
 PROMPT = 1.0  # seconds the interrupting request may take
 
 
-@pytest.fixture(params=["memory", "file", "two-servers"])
+@pytest.fixture(params=["memory", "file", "two-servers", "two-redis"])
 def servers(request, server_factory, upload_dir):
     """(server the stalled PATCH goes to, server the interrupting request goes to)."""
     kind = request.param
@@ -39,6 +42,15 @@ def servers(request, server_factory, upload_dir):
     if kind == "file":
         server = pytest_twisted.blockon(server_factory(locker=FileLocker(str(upload_dir), reactor=reactor)))
         return server, server
+    if kind == "two-redis":
+        redis_url, prefix = request.getfixturevalue("redis_server").url, request.getfixturevalue("redis_prefix")
+        lockers = [RedisLocker(redis_url, key_prefix=prefix, acquirer_poll_interval=0.05, reactor=reactor)
+                   for _ in range(2)]
+        for locker in lockers:
+            locker.startService()
+            request.addfinalizer(lambda locker=locker: pytest_twisted.blockon(locker.stopService()))
+            pytest_twisted.blockon(locker.ready().addTimeout(10, reactor))
+        return tuple(pytest_twisted.blockon(server_factory(locker=locker)) for locker in lockers)
     first, second = (
         pytest_twisted.blockon(server_factory(locker=FileLocker(
             str(upload_dir), holder_poll_interval=0.2, acquirer_poll_interval=0.1, reactor=reactor)))

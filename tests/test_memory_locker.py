@@ -6,6 +6,7 @@ requests, hand-over order, timeouts and cancellation.
 from __future__ import annotations
 
 import pytest
+from twisted.internet import reactor
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -15,7 +16,7 @@ from txtus.composer import StoreComposer
 from txtus.interfaces import ILock, ILocker
 from txtus.lockers.memory import MemoryLocker
 
-from lockkit import Holder, held
+from lockkit import Holder, LockerContract, held
 
 
 @pytest.fixture
@@ -228,3 +229,12 @@ def test_raising_release_callback_does_not_leak_the_lock(locker, clock):
     held(waiting).unlock()
     assert not locker.is_locked("a")
     assert clock.getDelayedCalls() == []
+
+
+class TestContract(LockerContract):
+    @pytest.fixture
+    def pair(self):
+        def pair(**kwargs):
+            locker = MemoryLocker(reactor=reactor, **kwargs)
+            return locker, locker
+        return pair

@@ -83,6 +83,17 @@ class StoreComposer:
 
     def capabilities(self) -> str:
         """A one-line description for logs: which slots are filled, by what."""
-        slots = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager")
         return ", ".join(f"{slot}={type(getattr(self, slot)).__name__}"
-                         for slot in slots if getattr(self, slot) is not None)
+                         for slot in _SLOTS if getattr(self, slot) is not None)
+
+    def parts(self) -> list[Any]:
+        """Each distinct object filling a slot, in slot order (a store fills several)."""
+        found: list[Any] = []
+        for slot in _SLOTS:
+            part = getattr(self, slot)
+            if part is not None and not any(part is seen for seen in found):
+                found.append(part)
+        return found
+
+
+_SLOTS = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager")

@@ -66,6 +66,7 @@ UploadStopped = _error("UploadStopped", "ERR_UPLOAD_STOPPED", 400, "upload has b
 UploadRejected = _error("UploadRejected", "ERR_UPLOAD_REJECTED", 400, "upload creation has been rejected by server")
 TerminationRejected = _error("TerminationRejected", "ERR_UPLOAD_TERMINATION_REJECTED", 400, "upload termination has been rejected by server")
 UploadInterrupted = _error("UploadInterrupted", "ERR_UPLOAD_INTERRUPTED", 400, "upload has been interrupted by another request for this upload resource")
+LockerUnavailable = _error("LockerUnavailable", "ERR_LOCKER_UNAVAILABLE", 503, "the upload lock service cannot be reached; retry later")
 ServerShutdown = _error("ServerShutdown", "ERR_SERVER_SHUTDOWN", 503, "request has been interrupted because the server is shutting down")
 OriginNotAllowed = _error("OriginNotAllowed", "ERR_ORIGIN_NOT_ALLOWED", 403, "request origin is not allowed")
 UnexpectedEOF = _error("UnexpectedEOF", "ERR_UNEXPECTED_EOF", 400, "server expected to receive more bytes")

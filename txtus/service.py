@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from twisted.application import strports
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
@@ -69,10 +69,15 @@ def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None 
     """
     An C{IService} listening on each endpoint string in C{ports} (such as
     C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}), with the
-    expiration cleaner when uploads expire.
+    expiration cleaner when uploads expire.  A store or locker that is
+    itself an C{IService} (one holding connections, like the Redis locker)
+    is started first and stopped last.
     """
     site = make_site(config, root)
     service = MultiService()
+    for part in config.composer.parts():
+        if IService.providedBy(part):
+            part.setServiceParent(service)
     if config.expires_uploads:
         from txtus.expiration import ExpirationCleaner
         ExpirationCleaner(config).setServiceParent(service)

@@ -17,6 +17,7 @@ from txtus.config import CorsConfig, TusConfig
 from txtus.stores.file import FSYNC_POLICIES, FileStore
 from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
+from txtus.lockers.redis import DEFAULT_URL, RedisLocker, probe
 from txtus.service import make_service
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
@@ -36,7 +37,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-LOCKERS = ("file", "memory")
+LOCKERS = ("file", "memory", "redis")
 
 
 def parse_size(text: str) -> int:
@@ -61,7 +62,10 @@ class Options(usage.Options):
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
-        ["locker", None, "memory", "Upload locks: memory (this process only) or file (flock in --path: use it when several processes share --path)."],
+        ["locker", None, "memory", "Upload locks: memory (this process only), file (flock in --path: several processes sharing --path on one machine) or redis (processes on several machines; see --redis-url)."],
+        ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db]."],
+        ["redis-lock-lease", None, "10", "Seconds an upload stays locked after the process holding it died (--locker redis); renewed every third of it while held."],
+        ["redis-key-prefix", None, "txtus:", "Prefix of the Redis keys and channels of --locker redis (to share one Redis between deployments)."],
         ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
         ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
         ["s3-bucket", None, None, "Store uploads in this S3 bucket (tusd's s3store layout) instead of --path."],
@@ -102,7 +106,7 @@ class Options(usage.Options):
             self["min-upload-rate"] = parse_size(self["min-upload-rate"])
         except ValueError as e:
             raise usage.UsageError(f"--min-upload-rate: {e}")
-        for name in ("network-timeout", "acquire-lock-timeout"):
+        for name in ("network-timeout", "acquire-lock-timeout", "redis-lock-lease"):
             try:
                 value = float(self[name])
             except ValueError:
@@ -123,6 +127,16 @@ class Options(usage.Options):
             raise usage.UsageError("--enable-ietf-draft and --disable-ietf-draft contradict each other")
         if self["locker"] not in LOCKERS:
             raise usage.UsageError(f"--locker must be one of: {', '.join(LOCKERS)}")
+        if self["redis-lock-lease"] <= 0:
+            raise usage.UsageError("--redis-lock-lease must be positive")
+        if self["locker"] == "redis":
+            # Checked now, blocking, before the reactor runs: a wrong URL
+            # or an unreachable server is a one-line error at start-up, not
+            # a 503 at the first upload.
+            try:
+                probe(self["redis-url"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis-url: {e}")
         if self["fsync"] not in FSYNC_POLICIES:
             raise usage.UsageError(f"--fsync must be one of: {', '.join(FSYNC_POLICIES)}")
         origin = self["cors-origin"]
@@ -186,6 +200,9 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
     timeout = options["acquire-lock-timeout"]
     if options["locker"] == "memory":
         MemoryLocker(acquire_timeout=timeout, reactor=reactor).use_in(composer)
+    elif options["locker"] == "redis":
+        RedisLocker(options["redis-url"], acquire_timeout=timeout, lease=options["redis-lock-lease"],
+                    key_prefix=options["redis-key-prefix"], reactor=reactor).use_in(composer)
     else:
         FileLocker(options["path"], acquire_timeout=timeout, reactor=reactor).use_in(composer)
     return TusConfig(

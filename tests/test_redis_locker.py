@@ -1,0 +1,270 @@
+"""
+L{txtus.lockers.redis.RedisLocker} against a real redis-server
+(C{tests/redisserver.py}): the locker contract every locker passes, two
+lockers (two processes) asking each other to let go, leases that free the
+uploads of a process killed with SIGKILL, token-checked release, and what
+happens when Redis goes away and comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import pytest_twisted
+from twisted.internet import protocol, reactor
+from twisted.internet.defer import Deferred
+
+from txtus import errors
+from txtus.lockers.redis import RedisLocker, parse_redis_url, probe
+
+import redisserver
+from lockkit import Holder, LockerContract, got, pause, soon
+
+
+@pytest.fixture
+def make_locker(redis_server, redis_prefix):
+    """Started lockers on the session's Redis, one key prefix per test; stopped after."""
+    started = []
+
+    def make(url=None, **kwargs):
+        kwargs.setdefault("acquirer_poll_interval", 0.05)
+        locker = RedisLocker(url or redis_server.url, key_prefix=redis_prefix, reactor=reactor, **kwargs)
+        locker.startService()
+        started.append(locker)
+        return locker
+
+    yield make
+    for locker in started:
+        pytest_twisted.blockon(locker.stopService())
+
+
+async def ready(locker):
+    """C{locker} once connected and subscribed."""
+    await locker.ready().addTimeout(10, reactor)
+    return locker
+
+
+class TestContract(LockerContract):
+    """Two lockers with their own connections: two processes."""
+
+    @pytest.fixture
+    def pair(self, make_locker):
+        async def pair(**kwargs):
+            return await ready(make_locker(**kwargs)), await ready(make_locker(**kwargs))
+        return pair
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_processes_ask_each_other(make_locker):
+    one, other = await ready(make_locker()), await ready(make_locker())
+    one_holder, other_holder = Holder(), Holder()
+    a = await got(one.lock("a", one_holder))
+    b = await got(other.lock("b", other_holder))
+    wants_a = other.lock("a", Holder())
+    wants_b = one.lock("b", Holder())
+    await soon(lambda: one_holder.asked and other_holder.asked, "both holders to be asked")
+    await got(a.unlock())
+    await got(b.unlock())
+    await got((await got(wants_a)).unlock())
+    await got((await got(wants_b)).unlock())
+    assert (one_holder.asked, other_holder.asked) == (1, 1)
+    assert not one.is_locked("a") and not other.is_locked("a")
+
+
+@pytest_twisted.ensureDeferred
+async def test_lease_is_renewed_while_held(make_locker, redis_server, redis_prefix):
+    one, other = await ready(make_locker(lease=0.6)), await ready(make_locker(lease=0.6, acquire_timeout=10))
+    lock = await got(one.lock("a", Holder()))  # ignores release requests
+    waiting = other.lock("a", Holder())
+    await pause(2.0)  # three leases
+    assert not waiting.called
+    assert redis_server.command("EXISTS", redis_prefix + "lock:a") == b":1\r\n"
+    await got(lock.unlock())
+    await got((await got(waiting)).unlock())
+    assert redis_server.command("EXISTS", redis_prefix + "lock:a") == b":0\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lost_lease_stops_the_holder_and_its_release_spares_the_new_holder(
+        make_locker, redis_server, redis_prefix):
+    """
+    If a holder's lease ran out (here: the key vanishes, as it would after
+    a long stall) and someone else took the lock, the old holder is told to
+    stop, and its unlock cannot delete the new holder's lock.
+    """
+    one, other = await ready(make_locker(lease=0.6)), await ready(make_locker(lease=5))
+    stale_holder = Holder()
+    stale = await got(one.lock("a", stale_holder))
+    redis_server.command("DEL", redis_prefix + "lock:a")
+    fresh = await got(other.lock("a", Holder()))
+    await soon(lambda: stale_holder.asked, "the stale holder to be told to stop")
+    await got(stale.unlock())
+    owner = redis_server.command("GET", redis_prefix + "lock:a")
+    assert other.process_id.encode() in owner, owner
+    waiting = one.lock("a", Holder())
+    await pause(0.3)
+    assert not waiting.called
+    await got(fresh.unlock())
+    await got((await got(waiting)).unlock())
+
+
+# A real holder process, killed with SIGKILL ---------------------------------
+
+_HOLDER = """
+import sys
+from twisted.internet import reactor
+from txtus.lockers.redis import RedisLocker
+
+url, prefix = sys.argv[1:3]
+locker = RedisLocker(url, key_prefix=prefix, lease=1.0)
+locker.startService()
+
+def asked():
+    print("asked", flush=True)   # and keeps holding: a stubborn holder
+
+def locked(lock):
+    print("locked", flush=True)
+
+locker.ready().addCallback(lambda _: locker.lock("a", asked)).addCallback(locked)
+reactor.run()
+"""
+
+
+class _Child(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = ""
+        self.ended: Deferred = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data.decode()
+
+    def errReceived(self, data: bytes) -> None:
+        self.output += data.decode()
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_process_killed_while_holding_frees_its_lock_within_the_lease(make_locker, redis_server,
+                                                                             redis_prefix):
+    child = _Child()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    reactor.spawnProcess(child, sys.executable, [sys.executable, "-c", _HOLDER, redis_server.url, redis_prefix],
+                         env=env)
+    try:
+        await soon(lambda: "locked" in child.output, "the child to hold the lock", timeout=20)
+        locker = await ready(make_locker(acquire_timeout=15))
+        waiting = locker.lock("a", Holder())
+        await soon(lambda: "asked" in child.output, "the child to be asked to let go")
+        await pause(1.5)  # more than its lease: it renews, so it still holds
+        assert not waiting.called
+        child.transport.signalProcess("KILL")
+        await got(child.ended)
+        lock = await got(waiting)  # within a lease of its death
+        await got(lock.unlock())
+    finally:
+        if not child.ended.called:
+            child.transport.signalProcess("KILL")
+            await got(child.ended)
+
+
+# Redis going away --------------------------------------------------------
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, to stop and start again."""
+    server = redisserver.start(tmp_path)
+    yield server
+    redisserver.stop(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_down_gives_503_then_reconnects(make_locker, own_redis, tmp_path):
+    locker = await ready(make_locker(own_redis.url, command_timeout=0.5))
+    await got((await got(locker.lock("a", Holder()))).unlock())
+    redisserver.stop(own_redis)
+    failures: list = []
+    await got(locker.lock("a", Holder()).addErrback(failures.append))
+    error = failures[0].value
+    assert isinstance(error, errors.LockerUnavailable)
+    assert (error.status, error.code) == (503, "ERR_LOCKER_UNAVAILABLE")
+    assert not locker.is_locked("a")
+    # Same port, fresh server: the locker reconnects by itself.
+    restarted = redisserver.start(tmp_path, port=own_redis.port)
+    try:
+        await got(locker.ready().addTimeout(20, reactor))
+        holder = Holder()
+        lock = await got(locker.lock("a", holder))
+        # The release channel is subscribed again too.
+        other = await ready(make_locker(own_redis.url))
+        waiting = other.lock("a", Holder())
+        await soon(lambda: holder.asked, "the holder to be asked after the reconnection")
+        await got(lock.unlock())
+        await got((await got(waiting)).unlock())
+    finally:
+        redisserver.stop(restarted)
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_redis_gives_503_not_a_hang(make_locker, own_redis):
+    locker = await ready(make_locker(own_redis.url, command_timeout=0.5))
+    own_redis.pause()
+    try:
+        failures: list = []
+        await got(locker.lock("a", Holder()).addErrback(failures.append))
+        assert failures[0].check(errors.LockerUnavailable)
+    finally:
+        own_redis.resume()
+    await got(locker.ready().addTimeout(20, reactor))
+    await got((await got(locker.lock("a", Holder()))).unlock())
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_listening_gives_503(make_locker):
+    locker = make_locker(f"redis://127.0.0.1:{redisserver.free_port()}/0", command_timeout=0.3)
+    failures: list = []
+    await got(locker.lock("a", Holder()).addErrback(failures.append))
+    assert failures[0].check(errors.LockerUnavailable)
+
+
+# URLs and the start-up probe ---------------------------------------------
+
+def test_parse_redis_url():
+    address = parse_redis_url("redis://:s%40cret@example.org:7000/3")
+    assert (address.host, address.port, address.db, address.username, address.password) == (
+        "example.org", 7000, 3, None, "s@cret")
+    address = parse_redis_url("redis://127.0.0.1")
+    assert (address.port, address.db, address.password) == (6379, 0, None)
+    for bad in ("http://127.0.0.1", "redis://", "redis://h/x", "redis://h:99999/0", "redis://h/0?x=1", "127.0.0.1"):
+        with pytest.raises(ValueError):
+            parse_redis_url(bad)
+
+
+def test_probe(redis_server):
+    probe(redis_server.url)
+    with pytest.raises(ValueError, match="cannot reach Redis at 127.0.0.1"):
+        probe(f"redis://127.0.0.1:{redisserver.free_port()}/0", timeout=1)
+    with pytest.raises(ValueError, match="refused SELECT"):
+        probe(redis_server.url.rsplit("/", 1)[0] + "/100000")
+    with pytest.raises(ValueError, match="refused AUTH"):
+        probe(redis_server.url.replace("redis://", "redis://:wrong@"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lock_taken_by_an_unanswered_acquisition_is_not_stuck(make_locker, redis_server, redis_prefix):
+    """
+    An acquisition whose answer was lost (Redis stalled, the reply timed
+    out) may still have taken the lock.  Its process takes it over at its
+    next attempt, and gives it up when another process asks, instead of
+    leaving it locked for a whole lease.
+    """
+    one, other = await ready(make_locker()), await ready(make_locker())
+    orphan = f"{one.process_id}/999999"
+    redis_server.command("SET", redis_prefix + "lock:a", orphan, "PX", "60000")
+    redis_server.command("SET", redis_prefix + "lock:b", orphan, "PX", "60000")
+    await got((await got(one.lock("a", Holder()))).unlock())
+    await got((await got(other.lock("b", Holder()))).unlock())
+    assert redis_server.command("EXISTS", redis_prefix + "lock:b") == b":0\r\n"

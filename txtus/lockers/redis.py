@@ -1,0 +1,457 @@
+"""
+L{RedisLocker}: per-upload locks shared by txtus processes on several
+machines through one Redis server, with tusd v2's lock-release requests
+carried across processes.
+
+A lock is a lease: the key C{<prefix>lock:<id>} holds the holder's token
+(C{<process>/<serial>}) and expires after C{lease} seconds unless renewed;
+the holding process renews all its leases every C{lease / 3} seconds.  A
+process that dies (kill -9, a lost machine) therefore frees its uploads
+within C{lease} seconds, never for ever.  Acquire, renew and release are
+Lua scripts, atomic on the server and token-checked: a holder whose lease
+ran out cannot renew or release a lock someone else has taken since.
+
+A request that finds the lock held elsewhere asks the holder to let go:
+the acquire script publishes the holder's token on the holder process's
+channel C{<prefix>release:<process>}, to which every process subscribes
+(one connection each); the holder's C{release_requested} stops its stalled
+PATCH, whose bytes are kept, and it unlocks.  The asking request retries
+every C{acquirer_poll_interval} (each retry asks again, so a request lost
+while the holder's subscription was reconnecting is repeated) until its
+C{acquire_timeout}.  Inside one process, requests queue in memory first
+(L{txtus.lockers.crossprocess}): only one of them talks to Redis.
+
+Redis unreachable or silent: every command has C{command_timeout}; a
+request that cannot get an answer fails with C{ERR_LOCKER_UNAVAILABLE}
+(503), never hangs, and the connections are re-established in the
+background.  A holder that cannot renew its lease for C{lease} seconds
+stops its request (it may no longer be exclusive).
+
+The client is txredisapi (a Twisted Redis client: scripts through
+EVALSHA, pub/sub through its subscriber protocol, reconnection with
+backoff); see docs/redis-locker.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txtus import errors
+from txtus.lockers.crossprocess import CrossProcessLocker, HeldLock
+
+log = Logger()
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+# KEYS[1] lock key; ARGV token, lease (ms), release-channel prefix, this
+# process's token prefix.  Taken: 1.  Held by another process: ask it to
+# let go (the message is its token and the key), 0.  A key left by this
+# process is free: its requests for one upload queue in memory, so none of
+# them holds it while another one asks (it is an acquisition that timed
+# out, or a release that did not get through).
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder or string.sub(holder, 1, #ARGV[4]) == ARGV[4] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+local process = string.match(holder, '^([^/]+)/')
+if process then
+  redis.call('PUBLISH', ARGV[3] .. process, holder .. ' ' .. KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] lock key; ARGV token, lease (ms).  1 if still ours (renewed).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1] lock key; ARGV token.  1 if it was ours (deleted).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where a C{redis://} URL points."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """
+    C{redis://[[user]:password@]host[:port][/db]} -> L{RedisAddress}.
+
+    @raise ValueError: with a message fit for one line of CLI output.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"not a redis:// URL: {url!r} ({e})")
+    if parts.scheme != "redis":
+        raise ValueError(f"not a redis:// URL: {url!r} (only redis:// is supported)")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"unexpected query or fragment in {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the path of {url!r} must be a database number, like /0")
+    return RedisAddress(
+        host=parts.hostname, port=port or 6379, db=int(path or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None)
+
+
+def probe(url: str, timeout: float = 3.0) -> None:
+    """
+    Check, blocking, that the Redis server at C{url} answers (and accepts
+    the credentials and database number).  For start-up checks only, before
+    the reactor runs: the locker itself never blocks.
+
+    @raise ValueError: with a message fit for one line of CLI output.
+    """
+    address = parse_redis_url(url)
+    commands: list[tuple[str, ...]] = []
+    if address.password is not None:
+        commands.append(("AUTH", address.username, address.password) if address.username
+                        else ("AUTH", address.password))
+    commands += [("SELECT", str(address.db)), ("PING",)]
+    where = f"{address.host}:{address.port}"
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
+            reader = sock.makefile("rb")
+            for command in commands:
+                sock.sendall(_encode(command))
+                line = reader.readline()
+                if not line:
+                    raise ValueError(f"Redis at {where} closed the connection")
+                if line.startswith(b"-"):
+                    message = line[1:].decode("utf-8", "replace").strip()
+                    raise ValueError(f"Redis at {where} refused {command[0]}: {message}")
+    except OSError as e:
+        raise ValueError(f"cannot reach Redis at {where}: {e.strerror or e}")
+
+
+def _encode(command: tuple[str, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg.encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class RedisLocker(CrossProcessLocker, Service):
+    """
+    An C{ILocker} and an C{IService}: start it (C{make_service} does, or
+    call C{startService}) to connect; L{ready} fires once it can lock.
+
+    @param url: C{redis://[[user]:password@]host[:port][/db]}.
+    @param acquire_timeout: seconds a request waits for a lock before
+        C{LockTimeout} (tusd: 20).
+    @param lease: seconds a lock outlives a holder that stopped renewing it
+        (a crashed process); renewed every C{lease / 3} seconds.
+    @param key_prefix: prefix of every key and channel, to share one Redis
+        database between deployments.
+    @param acquirer_poll_interval: seconds between two attempts at a lock
+        another process holds.
+    @param command_timeout: seconds to wait for Redis to answer a command
+        (including while reconnecting) before failing the request with
+        C{ERR_LOCKER_UNAVAILABLE}.
+    @param shutdown_timeout: on C{stopService}, seconds to wait for the
+        requests holding locks to stop and unlock.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, acquire_timeout: float = 20.0, lease: float = 10.0,
+                 key_prefix: str = "txtus:", acquirer_poll_interval: float = 0.1,
+                 command_timeout: float = 2.0, shutdown_timeout: float = 5.0, reactor: Any = None) -> None:
+        if lease <= 0 or command_timeout <= 0:
+            raise ValueError("lease and command timeout must be positive")
+        super().__init__(acquire_timeout, acquirer_poll_interval, reactor)
+        self.url = url
+        self.address = parse_redis_url(url)
+        self.lease = lease
+        self.key_prefix = key_prefix
+        self.command_timeout = command_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.process_id = uuid.uuid4().hex
+        self.channel = f"{key_prefix}release:{self.process_id}"
+        self._serial = itertools.count(1)
+        self._by_token: dict[str, _RedisLock] = {}
+        self._trying: set[str] = set()
+        self._client: Any = None
+        self._subscriber: Any = None
+        self._subscribed: list[Deferred] = []
+        self._is_subscribed = False
+        self._renewer: LoopingCall | None = None
+        self._emptied: list[Deferred] = []
+
+    def key(self, upload_id: str) -> str:
+        return f"{self.key_prefix}lock:{upload_id}"
+
+    # IService --------------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        address = self.address
+        self._client = txredisapi.lazyConnection(
+            address.host, address.port, dbid=address.db, reconnect=True, password=address.password,
+            username=address.username, connectTimeout=self.command_timeout, replyTimeout=self.command_timeout)
+        factory = _ListenerFactory(self)
+        factory.startConnecting(HostnameEndpoint(self._clock, address.host, address.port,
+                                                 timeout=self.command_timeout))
+        self._subscriber = factory
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        # Ask every request holding a lock to stop (keeping its bytes) and
+        # give them a moment to unlock, so other processes need not wait
+        # for the leases to run out.
+        for lock in list(self._by_token.values()):
+            lock.request_release()
+        d = self._wait_emptied() if self._by_token else succeed(None)
+        d.addTimeout(self.shutdown_timeout, self._clock)
+        d.addErrback(lambda f: log.warn("stopping with {count} upload locks still held; they expire in "
+                                        "{lease} s", count=len(self._by_token), lease=self.lease))
+
+        def disconnect(_: Any) -> Deferred:
+            self._stop_renewing()
+            client, self._client = self._client, None
+            subscriber, self._subscriber = self._subscriber, None
+            self._is_subscribed = False
+            waits = []
+            if client is not None:
+                waits.append(client.disconnect())
+            if subscriber is not None:
+                waits.append(subscriber.disconnect())
+            return DeferredList(waits, consumeErrors=True)
+
+        return d.addCallback(disconnect).addCallback(lambda _: None)
+
+    def ready(self) -> Deferred:
+        """
+        Fires once Redis answers a PING and the release channel is
+        subscribed to (after C{startService}); it keeps trying, and never
+        fires if Redis stays away, so callers add a timeout.
+        """
+        return ensureDeferred(self._ready())
+
+    async def _ready(self) -> None:
+        while True:
+            try:
+                await self._client.ping().addTimeout(self.command_timeout, self._clock)
+            except (TimeoutError, txredisapi.RedisError):
+                await deferLater(self._clock, min(0.2, self.command_timeout), lambda: None)
+                continue
+            if self._is_subscribed:
+                return
+            subscribed: Deferred = Deferred()
+            self._subscribed.append(subscribed)
+            await subscribed
+
+    # CrossProcessLocker ----------------------------------------------------
+
+    def _new_lock(self, upload_id: str, memory_lock: Any, release_requested: Callable[[], None]) -> "_RedisLock":
+        token = f"{self.process_id}/{next(self._serial)}"
+        return _RedisLock(self, upload_id, memory_lock, release_requested, token)
+
+    def _try_take(self, lock: "_RedisLock") -> Deferred:
+        sent = self._clock.seconds()
+        self._trying.add(lock.token)
+        d = self._script(_ACQUIRE, self.key(lock.upload_id), lock.token, self._lease_ms(),
+                         f"{self.key_prefix}release:", f"{self.process_id}/")
+
+        def taken(result: Any) -> bool:
+            self._trying.discard(lock.token)
+            if result == 1:
+                lock.expires = sent + self.lease
+                return True
+            return False
+
+        def failed(failure: Failure) -> Failure:
+            # It may still have taken the lock: the token stays ours to
+            # free when someone asks for it (see _release_message).
+            self._trying.discard(lock.token)
+            return failure
+
+        return d.addCallbacks(taken, failed)
+
+    def _hold(self, lock: HeldLock) -> None:
+        super()._hold(lock)
+        assert isinstance(lock, _RedisLock)
+        self._by_token[lock.token] = lock
+        if self._renewer is None:
+            self._renewer = LoopingCall(self._renew)
+            self._renewer.clock = self._clock
+            self._renewer.start(self.lease / 3, now=False).addErrback(
+                lambda f: log.failure("lease renewal failed", f))
+
+    def _let_go(self, lock: HeldLock) -> Deferred:
+        assert isinstance(lock, _RedisLock)
+        super()._let_go(lock)
+        if self._by_token.get(lock.token) is lock:
+            del self._by_token[lock.token]
+        if not self._by_token:
+            self._stop_renewing()
+            emptied, self._emptied = self._emptied, []
+            for d in emptied:
+                d.callback(None)
+        return self._script(_RELEASE, self.key(lock.upload_id), lock.token)
+
+    # Leases ----------------------------------------------------------------
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def _stop_renewing(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and renewer.running:
+            renewer.stop()
+
+    def _renew(self) -> Deferred:
+        sent = self._clock.seconds()
+        locks = list(self._by_token.values())
+        renewals = [self._script(_RENEW, self.key(lock.upload_id), lock.token, self._lease_ms()) for lock in locks]
+        for lock, d in zip(locks, renewals):
+            d.addCallbacks(self._renewed, self._not_renewed, callbackArgs=(lock, sent), errbackArgs=(lock,))
+        return DeferredList(renewals, consumeErrors=True)
+
+    def _renewed(self, result: Any, lock: "_RedisLock", sent: float) -> None:
+        if result == 1:
+            lock.expires = sent + self.lease
+        elif lock.held:
+            log.warn("the lock of upload {upload_id} was lost (its lease ran out); stopping its request",
+                     upload_id=lock.upload_id)
+            lock.request_release()
+
+    def _not_renewed(self, failure: Failure, lock: "_RedisLock") -> None:
+        if lock.held and self._clock.seconds() >= lock.expires:
+            log.warn("cannot renew the lock of upload {upload_id} ({error}) and its lease ran out; "
+                     "stopping its request", upload_id=lock.upload_id, error=failure.getErrorMessage())
+            lock.request_release()
+
+    def _wait_emptied(self) -> Deferred:
+        d: Deferred = Deferred()
+        self._emptied.append(d)
+        return d
+
+    # Talking to Redis ------------------------------------------------------
+
+    def _script(self, script: str, key: str, *args: Any) -> Deferred:
+        """Run C{script} on C{key}; fails with L{errors.LockerUnavailable}."""
+        if self._client is None:
+            return _unavailable("the Redis locker is not started")
+        d = self._client.eval(script, [key], list(args))
+        d.addTimeout(self.command_timeout, self._clock)
+        return d.addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        if failure.check(TimeoutError, txredisapi.RedisError):
+            log.warn("Redis at {host}:{port} is unavailable: {error}", host=self.address.host,
+                     port=self.address.port, error=failure.getErrorMessage() or failure.type.__name__)
+            return Failure(errors.LockerUnavailable())
+        return failure
+
+    def _release_message(self, message: str) -> None:
+        token, _, key = message.partition(" ")
+        lock = self._by_token.get(token)
+        if lock is not None:
+            lock.request_release()
+        elif token.startswith(f"{self.process_id}/") and token not in self._trying:
+            # Taken by an acquisition whose answer never came: nobody here
+            # holds it, so let the asking process have it now rather than
+            # after the lease.
+            self._script(_RELEASE, key, token).addErrback(lambda f: None)
+
+    def _now_subscribed(self) -> None:
+        self._is_subscribed = True
+        waiting, self._subscribed = self._subscribed, []
+        for d in waiting:
+            d.callback(None)
+
+
+def _unavailable(message: str) -> Deferred:
+    d: Deferred = Deferred()
+    d.errback(errors.LockerUnavailable(message))
+    return d
+
+
+class _RedisLock(HeldLock):
+    """A held lease (C{token}), and the in-process lock beneath it."""
+
+    def __init__(self, locker: RedisLocker, upload_id: str, memory_lock: Any,
+                 release_requested: Callable[[], None], token: str) -> None:
+        super().__init__(locker, upload_id, memory_lock, release_requested)
+        self.token = token
+        # When the lease runs out unless renewed (reactor seconds, from when
+        # the command that set it was sent).
+        self.expires = 0.0
+
+
+class _Listener(txredisapi.SubscriberProtocol):
+    """
+    The release-request subscription: (re)subscribes to the locker's
+    channel every time it connects, and passes each message (a holder's
+    token) to the locker.
+    """
+
+    factory: "_ListenerFactory"
+
+    def connectionMade(self) -> Any:
+        result = super().connectionMade()
+        locker = self.factory.locker
+        self.whenConnected().addCallback(lambda _: self.subscribe(locker.channel)).addCallbacks(
+            lambda _: locker._now_subscribed(),
+            lambda f: log.warn("cannot subscribe to {channel}: {error}", channel=locker.channel,
+                               error=f.getErrorMessage()))
+        return result
+
+    def connectionLost(self, why: Any) -> None:
+        self.factory.locker._is_subscribed = False
+        super().connectionLost(why)
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        self.factory.locker._release_message(message)
+
+
+class _ListenerFactory(txredisapi.SubscriberFactory):
+    protocol = _Listener
+
+    def __init__(self, locker: RedisLocker) -> None:
+        super().__init__(isLazy=True)
+        self.locker = locker
+        # The subscription's AUTH; it waits for messages for ever, so no
+        # reply timeout.
+        self.password = locker.address.password
+        self.username = locker.address.username
+
+
+__all__ = ["DEFAULT_URL", "RedisAddress", "RedisLocker", "parse_redis_url", "probe"]
