@@ -81,14 +81,14 @@ def page_files(tmp_path_factory) -> Path:
     (C{@uppy/core} and C{@uppy/tus} ship ES modules only).
     """
     modules = tmp_path_factory.mktemp("npm")
-    node = npm_install(modules, "tus-js-client@^4", "@uppy/core@^6", "@uppy/tus@^6", "esbuild")
+    npm_install(modules, "tus-js-client@^4", "@uppy/core@^6", "@uppy/tus@^6", "esbuild")
     site = tmp_path_factory.mktemp("pages")
     for page in PAGES.iterdir():
         shutil.copy(page, site / page.name)
     shutil.copy(modules / "node_modules" / "tus-js-client" / "dist" / "tus.min.js", site / "tus.min.js")
     (modules / "entry.js").write_text(UPPY_ENTRY)
     result = subprocess.run(
-        [node, str(modules / "node_modules" / "esbuild" / "bin" / "esbuild"), "entry.js", "--bundle",
+        [str(modules / "node_modules" / ".bin" / "esbuild"), "entry.js", "--bundle",
          "--format=iife", f"--outfile={site / 'uppy.js'}", "--log-level=warning"],
         cwd=modules, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

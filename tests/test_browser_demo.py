@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from browserkit import WAIT_MS, browser, context, random_file, save_artefact, twist_tus  # noqa: F401  (fixtures)
+from browserkit import WAIT_MS, random_file, save_artefact
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
