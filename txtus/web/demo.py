@@ -60,6 +60,21 @@ class _Asset(Resource):
         return self.render_GET(request)
 
 
+class _Assets(Resource):
+    """C{_demo/}: the page's own files, and nothing else (no listing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("demo.js", "demo.css"):
+            self.putChild(name.encode("ascii"), _Asset(name))
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        return notFound()
+
+    def render(self, request: IRequest) -> bytes:
+        return notFound().render(request)
+
+
 class DemoPage(Resource):
     """
     The demo page for the tus endpoint of C{config}.  C{twist tus} uses it
@@ -83,10 +98,7 @@ class DemoPage(Resource):
                             ("download", "" if config.disable_download else "on")):
             page = page.replace("{{" + name + "}}", escape(value, quote=True))
         self._page = page.encode("utf-8")
-        assets = Resource()
-        for name in ("demo.js", "demo.css"):
-            assets.putChild(name.encode("ascii"), _Asset(name))
-        self.putChild(ASSETS, assets)
+        self.putChild(ASSETS, _Assets())
 
     def getChild(self, path: bytes, request: IRequest) -> Resource:
         # The page itself arrives as the child b"" of this resource.
