@@ -148,3 +148,14 @@ def test_demo_page_lists_this_browsers_uploads_only(twist_tus, browser, tmp_path
     finally:
         mine.close()
         theirs.close()
+
+
+def test_demo_page_says_when_cors_origin_leaves_it_out(twist_tus, context):
+    # Browsers send Origin with the page's own POST, PATCH and OPTIONS too.
+    server = twist_tus("--cors-origin", "https://app.example")
+    page = context.new_page()
+    page.goto(server.origin + "/")
+    page.wait_for_function("document.getElementById('tus-version').textContent.includes('refused')")
+    assert page.inner_text("#tus-version") == (
+        "the server refused this page: 403 ERR_ORIGIN_NOT_ALLOWED: request origin is not allowed"
+        f" (is {server.origin} in its --cors-origin?)")

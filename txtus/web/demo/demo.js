@@ -283,6 +283,13 @@
   async function describeServer() {
     try {
       const response = await fetch(endpoint, { method: 'OPTIONS', cache: 'no-store' });
+      if (!response.ok) {
+        // Browsers send Origin with same-origin requests too: a --cors-origin
+        // that leaves out this page's origin refuses the page itself.
+        const hint = response.status === 403 ? ' (is ' + location.origin + ' in its --cors-origin?)' : '';
+        $('tus-version').textContent = 'the server refused this page: ' + await refusal(response) + hint;
+        return;
+      }
       const header = (name) => response.headers.get(name);
       server.extensions = (header('Tus-Extension') || '').split(',').map((s) => s.trim()).filter(Boolean);
       server.maxSize = parseInt(header('Tus-Max-Size'), 10) || 0;
