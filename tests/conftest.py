@@ -1,7 +1,8 @@
 """
 Shared fixtures: a real txtus server on a loopback port per test, and a
 minimal raw-socket HTTP client for what treq cannot express (cut bodies,
-chunked trailers, pipelining).
+chunked trailers, pipelining); and the browser tests' fixtures
+(L{browserkit}).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from twisted.internet import reactor
 from txtus.testing import start_server
 
 from redisserver import redis_prefix, redis_server  # noqa: F401  (fixtures)
+# Session-wide (one Chromium, one npm install, one static site): defined
+# here once, so that every module shares them.
+from browserkit import browser, context, page_files, static_site, twist_tus  # noqa: F401,E402
 
 
 @pytest.fixture

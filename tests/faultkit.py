@@ -71,6 +71,10 @@ class TwistProcess:
     def _log(self, n: int) -> Path:
         return self.log_dir / f"server-{n}.log"
 
+    def plugin_args(self) -> list[str]:
+        """What follows C{twist}: the plugin and its options."""
+        return ["tus", "--path", str(self.path), "--port", "tcp:0:interface=127.0.0.1", *self.args]
+
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
         self.starts += 1
@@ -79,7 +83,7 @@ class TwistProcess:
         self._stderr = open(self.log_dir / f"server-{self.starts}.stderr", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "twisted", "--log-file", str(log), "--log-format", "text",
-             "tus", "--path", str(self.path), "--port", "tcp:0:interface=127.0.0.1", *self.args],
+             *self.plugin_args()],
             cwd=self.log_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr)
 

@@ -6,7 +6,7 @@ is a deliberate one (and every export really is importable and documented).
 import txtus
 
 PUBLIC = {
-    "CorsConfig", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "StoreComposer",
+    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "StoreComposer",
     "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
     "make_service", "make_site", "mount",
 }

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 
 import pytest
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-INSTALL_TIMEOUT = 120
+from npmkit import npm_install
+
 UPLOAD_TIMEOUT = 30
 
 SCRIPT = r"""
@@ -43,19 +42,8 @@ setTimeout(() => { console.error('timed out'); process.exit(2); }, 20000);
 @pytest.fixture(scope="session")
 def tusjs(tmp_path_factory):
     """(node, directory) with tus-js-client installed and the upload script."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the tus-js-client end-to-end tests")
     directory = tmp_path_factory.mktemp("tusjs")
-    (directory / "package.json").write_text('{"name": "txtus-e2e", "private": true}')
-    try:
-        result = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "tus-js-client@^4"],
-            cwd=directory, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install tus-js-client took more than {INSTALL_TIMEOUT} s")
-    if result.returncode != 0:
-        pytest.skip(f"npm install tus-js-client failed: {result.stderr.strip()[-500:]}")
+    node = npm_install(directory, "tus-js-client@^4")
     (directory / "upload.js").write_text(SCRIPT)
     return node, directory
 

@@ -13,12 +13,14 @@ from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers.memory import MemoryLocker
 from txtus.stores.memory import MemoryStore
+from txtus.web.demo import DemoPage
 from txtus.web.resource import TusResource
 from txtus.service import make_service, make_site, mount
 from txtus.web.streaming import TusRequest, TusSite
 
 __all__ = [
     "CorsConfig",
+    "DemoPage",
     "FileLocker",
     "FileStore",
     "MemoryLocker",

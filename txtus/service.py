@@ -55,7 +55,8 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
     """
     A L{TusSite} serving a L{TusResource} at C{config.base_path} (the path
     part, when it is an absolute URL).  Pass C{root} to serve other
-    resources beside it.
+    resources beside it; without one, C{/} answers a one-line greeting.
+    C{twist tus} passes a L{txtus.web.demo.DemoPage} as the root instead.
     """
     if root is None:
         root = _Root()

@@ -19,6 +19,7 @@ from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
 from txtus.lockers.redis import DEFAULT_URL, RedisLocker, probe
 from txtus.service import make_service
+from txtus.web.demo import DemoPage
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
@@ -78,6 +79,7 @@ class Options(usage.Options):
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
         ["disable-cors", None, "Send no CORS headers."],
+        ["disable-demo", None, "Serve a one-line greeting at / instead of the demo upload page."],
         ["disable-download", None, "Refuse GET downloads of uploads."],
         ["disable-termination", None, "Refuse DELETE (the termination extension)."],
         ["disable-concatenation", None, "Refuse Upload-Concat (the concatenation extension)."],
@@ -235,4 +237,6 @@ def _raise_open_file_limit() -> None:
 
 def makeService(options: Options, reactor: Any = None) -> Any:
     _raise_open_file_limit()
-    return make_service(build_config(options, reactor), options["port"])
+    config = build_config(options, reactor)
+    root = None if options["disable-demo"] else DemoPage(config)
+    return make_service(config, options["port"], root)
