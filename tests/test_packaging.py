@@ -80,6 +80,8 @@ def test_wheel_contents(wheel):
     assert "twisted/plugins/tus_plugin.py" in names
     assert "txtus/__init__.py" in names
     assert "txtus/tap.py" in names
+    # The demo page's files are data, not modules: they must ship too.
+    assert {"txtus/web/demo/index.html", "txtus/web/demo/demo.js", "txtus/web/demo/demo.css"} <= names
     assert not [n for n in names if n.endswith("dropin.cache")]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "twisted/__init__.py" not in names
@@ -111,5 +113,11 @@ def test_wheel_installs_and_twist_finds_plugin(wheel, tmp_path):
     # because Twisted itself was not installed into it.
     help_text = _run([str(python), "-m", "twisted", "tus", "--help"], cwd=tmp_path).stdout
     for option in ("--port", "--path", "--base-path", "--max-size", "--network-timeout",
-                   "--behind-proxy", "--disable-download", "--disable-termination"):
+                   "--behind-proxy", "--disable-download", "--disable-termination", "--disable-demo"):
         assert option in help_text, help_text
+
+    # The installed package finds the demo page's files.
+    page = _run([str(python), "-c", "import txtus; c = txtus.StoreComposer(); txtus.MemoryStore().use_in(c); "
+                 "print(txtus.DemoPage(txtus.TusConfig(composer=c))._page.decode())"],
+                cwd=tmp_path).stdout
+    assert 'data-endpoint="/files/"' in page and "_demo/demo.js" in page
