@@ -180,8 +180,44 @@ async def test_announced_trailer_missing_discards_chunk(server):
 
 @pytest_twisted.ensureDeferred
 async def test_unannounced_trailer_is_not_trusted(server):
+    # Without a Trailer header the body is a plain chunk: its bytes are kept
+    # as they arrive (like any plain PATCH), and the client is told that the
+    # checksum it sent late was not used.
     location = await create(server, 10)
     good = b"sha1 " + base64.b64encode(hashlib.sha1(b"hello").digest())
     answer = await chunked_patch(server, location, 0, b"hello", good, announce=False)
     assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"ERR_INVALID_CHECKSUM" in answer and b"Upload-Offset: 5" in answer
+    assert await offset_of(location) == 5
+
+
+# A store that cannot stage chunks (issue 11) --------------------------------
+
+class _WithoutStaging:
+    """A L{MemoryStore} that offers everything but staged chunks."""
+
+    def __init__(self) -> None:
+        from txtus import MemoryStore
+        self.inner = MemoryStore()
+
+    def use_in(self, composer) -> None:
+        for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister"):
+            getattr(composer, "use_" + slot)(self.inner)
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_without_staging_refuses_checksums(server_factory):
+    server = await server_factory(store=_WithoutStaging())
+    response = await treq.request("OPTIONS", server.url)
+    await response.content()
+    extensions = response.headers.getRawHeaders("tus-extension")[0].split(",")
+    assert "checksum" not in extensions and "checksum-trailer" not in extensions
+    location = await create(server, 10)
+    digest = b64(hashlib.sha1(b"hello").digest())
+    response = await patch(location, 0, b"hello", **{"Upload-Checksum": "sha1 " + digest})
+    assert response.code == 400
+    answer = await chunked_patch(server, location, 0, b"hello", None)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"ERR_UNSUPPORTED_CHECKSUM_ALGORITHM" in answer
     assert await offset_of(location) == 0
+    assert (await patch(location, 0, b"hello")).code == 204  # plain PATCHes work
+    assert await offset_of(location) == 5

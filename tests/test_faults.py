@@ -362,3 +362,41 @@ def test_racing_patches_never_interleave(twist_factory) -> None:
     final = server.stored(upload_id)
     assert len(final) == size and final[:len(expected)] == expected
     server.assert_clean_log()
+
+
+# 6. Checksummed chunks are never counted before they are verified ----------
+
+def test_kill9_mid_checksummed_patch_counts_none_of_its_bytes(twist_factory) -> None:
+    """
+    Issue 11: 40 of the 50 bytes of a PATCH whose digest could not match
+    were received when the server was killed; after the restart none of
+    them may count as stored (HEAD once said 40).
+    """
+    import base64
+    import hashlib
+
+    server = twist_factory()
+    upload_id = create(server.port, 50)
+    body = bytes(range(50))
+    wrong = b"sha1 " + base64.b64encode(hashlib.sha1(b"not the body").digest())
+    request = request_bytes(b"PATCH", target(upload_id), {
+        b"Upload-Offset": b"0", b"Content-Type": OCTET, b"Upload-Checksum": wrong}, body)
+
+    def received() -> bool:
+        # Wherever the store keeps them, 40 bytes have arrived.
+        return sum((server.path / name).stat().st_size for name in os.listdir(server.path)
+                   if not name.endswith(".info")) == 40
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request[:-10])
+        wait_until(received, "the server to receive 40 bytes")
+        server.kill9()
+    server.restart()
+    assert head(server.port, upload_id).offset == 0
+    assert server.stored(upload_id) == b""
+    right = b"sha1 " + base64.b64encode(hashlib.sha1(body).digest())
+    reply = call(server.port, b"PATCH", target(upload_id), {
+        b"Upload-Offset": b"0", b"Content-Type": OCTET, b"Upload-Checksum": right}, body)
+    assert (reply.status, reply.offset) == (204, 50)
+    assert server.stored(upload_id) == body
+    server.assert_clean_log()

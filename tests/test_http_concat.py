@@ -264,3 +264,43 @@ async def test_absolute_base_path(server_factory):
     local = server.url + upload_id(location)
     assert header(await head(local), "upload-concat") == f"final;{a} {a}"
     assert stored(server, location) == b"hellohello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_final_never_built_from_an_unverified_checksummed_chunk(server):
+    """
+    Issue 11: a final created while a partial's checksummed PATCH has sent
+    all its bytes (the last-chunk marker held back) must not be completed
+    from those unverified bytes; once the digest fails (460) the final is
+    still waiting, and GET on it returns nothing of them.
+    """
+    import base64
+    import hashlib
+
+    from tushttp import connect, wait_for
+
+    location = await partial(server, b"", length=5)
+    wrong = "sha1 " + base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    connection = await connect(server)
+    connection.write(request_bytes("PATCH", "/" + location.split("/", 3)[3], {
+        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Upload-Checksum": wrong,
+        "Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n"))
+
+    async def received():
+        # Wherever the store keeps them, the 5 bytes have arrived.
+        return sum(os.path.getsize(os.path.join(server.store.path, name))
+                   for name in os.listdir(server.store.path) if not name.endswith(".info")) == 5
+
+    await wait_for(received)
+    assert stored(server, location) == b""
+    response = await final(server, "final;" + location)
+    assert response.code == 201
+    final_location = header(response, "location")
+    connection.write(b"0\r\n\r\n")
+    answer = await connection.response()
+    assert answer.status == 460
+    status = await head(final_location)
+    assert status.code == 200 and header(status, "upload-offset") is None
+    download = await treq.get(final_location)
+    assert await download.content() == b""
+    assert stored(server, final_location) == b""

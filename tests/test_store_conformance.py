@@ -14,9 +14,9 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IConsumer
 
 from txtus import StoreComposer, errors
-from txtus.stores.file import FileStore
+from txtus.stores.file import FileChunkWriter, FileStore
 from txtus.info import UploadInfo
-from txtus.interfaces import IChunkWriter, IUpload
+from txtus.interfaces import IChunkWriter, IDataStore, IStagedChunkWriter, IUpload, IUploadIdValidator
 from txtus.stores.memory import MemoryStore
 from tests.s3servers import make_s3_store
 
@@ -74,7 +74,7 @@ async def read_all(store, upload, start=0, length=None) -> bytes:
 def test_use_in_fills_every_slot(store):
     composer = StoreComposer()
     store.use_in(composer)
-    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister"):
+    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister", "stager"):
         assert getattr(composer, slot) is store
 
 
@@ -121,7 +121,8 @@ async def test_chunks_append_and_commit_reports_offset(store):
 async def test_rollback_discards_the_whole_chunk(store):
     upload = await store.new_upload(UploadInfo(size=20))
     await write_chunk(upload, 0, b"keep")
-    writer = await upload.open_chunk(4)
+    writer = await store.open_staged_chunk(upload, 4)
+    assert IStagedChunkWriter.providedBy(writer)
     writer.write(b"discard")
     writer.write(b" me")
     assert await writer.rollback() == 4
@@ -183,6 +184,81 @@ async def test_get_info_returns_a_copy(store):
     info.size = 99
     fresh = await upload.get_info()
     assert fresh.metadata == {"k": "v"} and fresh.size == 5
+
+
+# Issue 11 contracts: staged chunks, abort, idempotent finish ----------------
+
+@pytest_twisted.ensureDeferred
+async def test_staged_chunk_is_invisible_until_commit(store):
+    a = await store.new_upload(UploadInfo(size=6, is_partial=True))
+    await write_chunk(a, 0, b"abc")
+    writer = await store.open_staged_chunk(a, 3)
+    writer.write(b"def")
+    # By no path: offset, download, concatenation.
+    assert (await a.get_info()).offset == 3
+    assert await read_all(store, a) == b"abc"
+    final = await store.new_upload(UploadInfo(size=3, is_final=True, partial_uploads=[a.id]))
+    await store.concat_uploads(final, [a])
+    assert await read_all(store, final) == b"abc"
+    assert await writer.commit() == 6
+    assert (await a.get_info()).offset == 6
+    assert await read_all(store, a) == b"abcdef"
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_discards_a_staged_chunk_and_never_raises(store):
+    upload = await store.new_upload(UploadInfo(size=10))
+    writer = await store.open_staged_chunk(upload, 0)
+    writer.write(b"unverified")
+    assert await writer.abort() is None
+    assert await writer.abort() is None  # again: a no-op
+    assert (await upload.get_info()).offset == 0
+    assert await write_chunk(upload, 0, b"0123456789") == 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_of_a_plain_chunk_keeps_a_counted_prefix(store):
+    upload = await store.new_upload(UploadInfo(size=10))
+    writer = await upload.open_chunk(0)
+    writer.write(b"hello")
+    assert await writer.abort() is None
+    offset = (await upload.get_info()).offset
+    assert offset in (0, 5)
+    assert await read_all(store, upload) == b"hello"[:offset]
+    with pytest.raises(RuntimeError):
+        await writer.commit()
+    committed = await upload.open_chunk(offset)
+    await committed.commit()
+    assert await committed.abort() is None  # after commit: a no-op
+
+
+@pytest_twisted.ensureDeferred
+async def test_finish_is_recorded_and_idempotent(store):
+    upload = await store.new_upload(UploadInfo(size=3))
+    await write_chunk(upload, 0, b"abc")
+    assert (await upload.get_info()).finished is False
+    await upload.finish()
+    await upload.finish()
+    assert (await upload.get_info()).finished is True
+    assert (await (await store.get_upload(upload.id)).get_info()).finished is True
+    assert await read_all(store, upload) == b"abc"
+
+
+def test_composer_uses_the_store_s_own_upload_id_rule():
+    @implementer(IDataStore, IUploadIdValidator)
+    class PlusIds:
+        def new_upload(self, info): ...
+        def get_upload(self, upload_id): ...
+        def is_valid_upload_id(self, upload_id):
+            return upload_id.replace("+", "").isalnum()
+
+    composer = StoreComposer()
+    composer.use_core(PlusIds())
+    assert composer.is_valid_upload_id("abc+def")
+    assert not composer.is_valid_upload_id("../etc")
+    default = StoreComposer()
+    default.use_core(MemoryStore())
+    assert not default.is_valid_upload_id("abc+def") and default.is_valid_upload_id("abc-def")
 
 
 # File-store specifics: tusd's layout, atomic .info writes -------------------
@@ -258,3 +334,98 @@ def test_upload_info_copy_shares_nothing():
     clone.storage["s"] = "u"
     assert (info.metadata, info.partial_uploads, info.storage, info.offset) == ({"k": "v"}, ["p"], {"s": "t"}, 0)
     assert clone.offset == 2 and clone.size == 3
+
+
+# File-store crash safety (issue 11) ----------------------------------------
+
+async def _staged_commit_cut_short(tmp_path, copied: bytes):
+    """
+    The state a crash leaves right after a staged chunk's commit marker was
+    written, with C{copied} of its bytes already copied into place.
+    """
+    store = FileStore(str(tmp_path))
+    upload = await store.new_upload(UploadInfo(size=10))
+    await write_chunk(upload, 0, b"01234")
+    staged = f"{upload.id}.00000000{'0' * 8}.staged"
+    (tmp_path / staged).write_bytes(b"56789")
+    (tmp_path / f"{upload.id}.commit").write_bytes(b"5 5 " + staged.encode())
+    with open(store.data_path(upload.id), "ab") as f:
+        f.write(copied)
+    return upload.id
+
+
+@pytest.mark.parametrize("copied", [b"", b"56", b"56789"])
+@pytest_twisted.ensureDeferred
+async def test_file_store_finishes_a_staged_commit_a_crash_cut_short(tmp_path, copied):
+    upload_id = await _staged_commit_cut_short(tmp_path, copied)
+    restarted = FileStore(str(tmp_path))  # its start-up sweep does it
+    upload = await restarted.get_upload(upload_id)
+    assert (await upload.get_info()).offset == 10
+    assert (tmp_path / upload_id).read_bytes() == b"0123456789"
+    assert sorted(os.listdir(tmp_path)) == sorted([upload_id, upload_id + ".info"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_recovers_a_commit_before_counting_the_offset(tmp_path):
+    store = FileStore(str(tmp_path))
+    upload_id = await _staged_commit_cut_short(tmp_path, b"567")
+    # A process that was already running (no start-up sweep) sees it too.
+    upload = await store.get_upload(upload_id)
+    assert (await upload.get_info()).offset == 10
+    assert await write_chunk(upload, 10, b"") == 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_drops_a_partial_copy_whose_staging_file_is_lost(tmp_path):
+    upload_id = await _staged_commit_cut_short(tmp_path, b"56")
+    for name in os.listdir(tmp_path):
+        if name.endswith(".staged"):
+            os.unlink(tmp_path / name)
+    upload = await FileStore(str(tmp_path)).get_upload(upload_id)
+    assert (await upload.get_info()).offset == 5  # none of the chunk, never a part
+    assert (tmp_path / upload_id).read_bytes() == b"01234"
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_sweeps_stale_crash_leftovers_only(tmp_path):
+    store = FileStore(str(tmp_path))
+    upload = await store.new_upload(UploadInfo(size=10))
+    writer = await store.open_staged_chunk(upload, 0)
+    writer.write(b"abc")
+    old = [f"{upload.id}.0123456789abcdef.staged", f"{upload.id}.info.0badf00d.tmp"]
+    for name in old:
+        (tmp_path / name).write_bytes(b"left by a crash")
+        os.utime(tmp_path / name, (1, 1))
+    live = set(os.listdir(tmp_path)) - set(old)
+    FileStore(str(tmp_path))
+    assert set(os.listdir(tmp_path)) == live  # the live staging file stays
+    assert (await upload.get_info()).offset == 0
+    assert await writer.commit() == 3
+    (tmp_path / old[0]).write_bytes(b"again")
+    os.utime(tmp_path / old[0], (1, 1))
+    await store.list_upload_ids()  # the cleaner's listing sweeps too
+    assert not (tmp_path / old[0]).exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_does_not_follow_symlinks(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not an upload")
+    store = FileStore(str(tmp_path / "store"))
+    upload = await store.new_upload(UploadInfo(size=100))
+    os.unlink(store.data_path(upload.id))
+    os.symlink(secret, store.data_path(upload.id))
+    with pytest.raises(errors.TusError) as caught:
+        await upload.get_info()
+    assert caught.value.status == 500
+    with pytest.raises(errors.TusError):
+        await store.send_content(upload, Collector(), 0, 5)
+    writer = FileChunkWriter(store.data_path(upload.id), 0, False)
+    writer.write(b"overwrite")
+    with pytest.raises(errors.TusError):
+        await writer.commit()
+    assert secret.read_bytes() == b"not an upload"
+    info_link = tmp_path / "store" / "linked.info"
+    os.symlink(store.info_path(upload.id), info_link)
+    with pytest.raises(errors.TusError):
+        await store.get_upload("linked")

@@ -82,9 +82,9 @@ class BufferingWriter:
         self.drain()
         return self.inner.commit()
 
-    def rollback(self) -> Any:
+    def abort(self) -> Any:
         self.buffer, self.buffered = [], 0
-        return self.inner.rollback()
+        return self.inner.abort()
 
 
 class BufferingUpload:

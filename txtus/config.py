@@ -129,7 +129,8 @@ class TusConfig:
             names.append("creation-defer-length")
         if self.expires_uploads:
             names.append("expiration")
-        # Every chunk writer can roll a chunk back, so every store can
-        # honour checksums.
-        names += ["checksum", "checksum-trailer"]
+        # A checksummed chunk must stay apart from the upload until its
+        # digest matched: only a store that can stage chunks offers it.
+        if composer.stager is not None:
+            names += ["checksum", "checksum-trailer"]
         return names

@@ -131,7 +131,7 @@ class TusHandler:
             raise errors.MaxSizeExceeded()
         if with_body and body is not None:
             # Refuse a body that cannot be stored before creating anything.
-            _expected_checksum(request)
+            _expected_checksum(request, self.composer.stager is not None)
             if size is not None and body.length is not None and body.length > size:
                 raise errors.UploadSizeExceeded()
 
@@ -279,30 +279,47 @@ class TusHandler:
         if limit is not None and body.length is not None and body.length > limit:
             raise errors.UploadSizeExceeded()
         body.max_bytes = limit
-        expected = _expected_checksum(request)
+        expected = _expected_checksum(request, self.composer.stager is not None)
         hasher: Any = None
         if expected is _TRAILER:
             hasher = checksum.AllHashers()
         elif expected is not None:
             hasher = checksum.new_hasher(expected[0])
-        writer = await upload.open_chunk(offset)
-        writer.registerProducer(body, True)
+        if hasher is None:
+            writer = await upload.open_chunk(offset)
+        else:
+            # Held apart until the digest matched: unverified bytes must not
+            # count, be read or survive a crash as part of the upload.
+            writer = await self.composer.stager.open_staged_chunk(upload, offset)
         try:
-            end = await body.start(_Pump(writer, body, limit, hasher).write)
-        finally:
-            writer.unregisterProducer()
-        if hasher is not None or body.trailers.hasHeader(b"upload-checksum"):
-            # A chunk that cannot be verified is discarded whole, as the
-            # checksum extension requires; the offset stays where it was.
-            problem = _END_ERRORS[end]() if end is not BodyEnd.COMPLETE else _verify(expected, hasher, body)
-            if problem is not None:
-                await writer.rollback()
-                raise problem
-        new_offset = await writer.commit()
+            writer.registerProducer(body, True)
+            try:
+                end = await body.start(_Pump(writer, body, limit, hasher).write)
+            finally:
+                writer.unregisterProducer()
+            if hasher is not None:
+                # A chunk that cannot be verified is discarded whole, as the
+                # checksum extension requires; the offset stays where it was.
+                problem = _END_ERRORS[end]() if end is not BodyEnd.COMPLETE else _verify(expected, hasher, body)
+                if problem is not None:
+                    await writer.rollback()
+                    raise problem
+            new_offset = await writer.commit()
+        except BaseException:
+            # Neither committed nor rolled back (or that failed): release
+            # what the writer holds.  A no-op after commit or rollback.
+            await writer.abort()
+            raise
         if info.size is not None and new_offset >= info.size:
             await self._finished(upload, info.id)
         if end is not BodyEnd.COMPLETE:
             raise _END_ERRORS[end]()
+        if hasher is None and body.trailers.hasHeader(b"upload-checksum"):
+            # The bytes were received as a plain chunk (kept as they came);
+            # a checksum nobody announced could not be checked.
+            raise errors.InvalidChecksum("unannounced Upload-Checksum trailer ignored, the chunk was stored"
+                                         " unverified; announce it in a Trailer header",
+                                         headers={"Upload-Offset": str(new_offset)})
         return new_offset
 
     async def _finished(self, upload: Any, upload_id: str) -> None:
@@ -377,7 +394,7 @@ class TusHandler:
         if not path.startswith(prefix):
             return None
         upload_id = path[len(prefix):].strip("/")
-        return upload_id if headers.is_valid_upload_id(upload_id) else None
+        return upload_id if self.composer.is_valid_upload_id(upload_id) else None
 
 
 def mount_path(request: Any) -> str:
@@ -414,25 +431,26 @@ class _Held:
 _TRAILER = object()
 
 
-def _expected_checksum(request: Any) -> Any:
+def _expected_checksum(request: Any, supported: bool = True) -> Any:
     """
     What the request says about its checksum: C{(algorithm, digest)} from
     C{Upload-Checksum}, L{_TRAILER} when it announces the checksum as a
-    trailer, or L{None}.  Raises before any byte is stored.
+    trailer, or L{None}.  Raises before any byte is stored, also when the
+    store cannot stage chunks (C{supported} false): then no algorithm is
+    supported.
     """
     raw = request.getHeader(b"upload-checksum")
+    announced = request.getHeader(b"trailer")
+    trailer = announced is not None and b"upload-checksum" in announced.lower()
+    if not supported and (raw is not None or trailer):
+        raise errors.UnsupportedChecksumAlgorithm("this server's store cannot verify checksums")
     if raw is not None:
         return headers.parse_checksum(raw, checksum.SUPPORTED)
-    announced = request.getHeader(b"trailer")
-    if announced is not None and b"upload-checksum" in announced.lower():
-        return _TRAILER
-    return None
+    return _TRAILER if trailer else None
 
 
 def _verify(expected: Any, hasher: Any, body: Any) -> errors.TusError | None:
     """The error that rejects a fully received chunk, or L{None}."""
-    if expected is None:
-        return errors.InvalidChecksum("announce an Upload-Checksum trailer in a Trailer header")
     if expected is _TRAILER:
         raw = body.trailers.getRawHeaders(b"upload-checksum")
         if not raw:

@@ -8,7 +8,18 @@ tusd.  A crash, a full disk or a cut connection therefore cannot make the
 recorded offset disagree with the bytes stored.  Writes are plain blocking
 C{os.write} calls of at most one socket read each (bounded local-disk
 writes); C{.info} files are replaced atomically (temporary file, then
-rename).
+rename, then the directory is synced).
+
+A checksummed chunk is staged in C{<id>.<random>.staged}, which the offset
+never counts.  Once its digest matched, a commit marker C{<id>.commit}
+(offset, length, staging file) is written atomically, the staged bytes are
+copied into place, and the marker is removed.  After a crash, the marker
+makes the copy happen again before the upload is next looked at, so an
+upload holds all of a verified chunk or none of it.  Staging and temporary
+files a crash left behind are removed when the store starts and on every
+listing (the expiration cleaner's sweep) once they are C{stale_after}
+seconds old.  Files are opened with C{O_NOFOLLOW}: a symlink planted in the
+directory is refused, never followed.
 """
 
 from __future__ import annotations
@@ -16,7 +27,9 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from typing import Any
+import stat
+import time
+from typing import Any, Iterator
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
@@ -29,6 +42,7 @@ from txtus import errors
 from txtus.protocol.headers import is_valid_upload_id
 from txtus.info import UploadInfo
 from txtus.interfaces import (
+    IChunkStager,
     IChunkWriter,
     IConcater,
     IDataStore,
@@ -36,6 +50,7 @@ from txtus.interfaces import (
     IReader,
     ITerminater,
     IUpload,
+    IStagedChunkWriter,
     IUploadLister,
 )
 
@@ -43,6 +58,23 @@ log = Logger()
 
 FSYNC_POLICIES = ("never", "finish", "chunk")
 _INFO_CACHE_SIZE = 4096
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_STAGED = ".staged"
+_COMMIT = ".commit"
+_TEMPORARY = ".tmp"
+
+
+def _open(path: str, flags: int, mode: int = 0o600) -> int:
+    """C{os.open} that refuses to follow a symlink in the store directory."""
+    return os.open(path, flags | _NOFOLLOW, mode)
+
+
+def _regular_size(path: str) -> int:
+    """The size of a data file, refusing anything but a regular file."""
+    status = os.lstat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.ELOOP if stat.S_ISLNK(status.st_mode) else errno.EISDIR, "not a regular file", path)
+    return status.st_size
 
 
 def _storage_error(error: OSError) -> errors.TusError:
@@ -51,15 +83,19 @@ def _storage_error(error: OSError) -> errors.TusError:
     return errors.InternalServerError(f"storage error: {os.strerror(error.errno or 0)}")
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager)
 class FileStore:
     """
     @param fsync: when to force bytes to stable storage: C{"finish"}
-        (default: when an upload completes, and every C{.info} write),
-        C{"chunk"} (also after every PATCH) or C{"never"}.
+        (default: when an upload completes, every C{.info} write and every
+        staged commit), C{"chunk"} (also after every PATCH) or C{"never"}.
+    @param stale_after: seconds after which a staging or temporary file
+        nobody touched is a crash's leftover and is removed.  Generous, as
+        several processes may share the directory.
     """
 
-    def __init__(self, path: str, fsync: str = "finish", dir_mode: int = 0o775, file_mode: int = 0o664) -> None:
+    def __init__(self, path: str, fsync: str = "finish", dir_mode: int = 0o775, file_mode: int = 0o664,
+                 stale_after: float = 3600.0) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
         self.path = os.path.abspath(path)
@@ -69,6 +105,8 @@ class FileStore:
         os.makedirs(self.path, mode=dir_mode, exist_ok=True)
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "upload directory is not writable", self.path)
+        self.stale_after = stale_after
+        self.sweep(os.listdir(self.path))
 
     def use_in(self, composer: Any) -> None:
         composer.use_core(self)
@@ -77,6 +115,7 @@ class FileStore:
         composer.use_length_deferrer(self)
         composer.use_reader(self)
         composer.use_lister(self)
+        composer.use_stager(self)
 
     # Paths -------------------------------------------------------------
 
@@ -86,13 +125,24 @@ class FileStore:
     def info_path(self, upload_id: str) -> str:
         return os.path.join(self.path, upload_id + ".info")
 
+    def commit_path(self, upload_id: str) -> str:
+        return os.path.join(self.path, upload_id + _COMMIT)
+
     def write_info(self, info: UploadInfo) -> None:
         """Replace C{info}'s C{.info} file atomically."""
-        final = self.info_path(info.id)
-        temporary = f"{final}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+        self._replace(self.info_path(info.id), info.to_json())
+        self._info_cache.pop(info.id, None)
+
+    def _replace(self, final: str, content: bytes) -> None:
+        """
+        Replace C{final} with C{content} atomically (a temporary file, then
+        a rename); unless C{fsync} is C{"never"}, durably: the file and
+        then the directory holding the new name are synced.
+        """
+        temporary = f"{final}.{secrets.token_hex(4)}{_TEMPORARY}"
+        fd = _open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         try:
-            os.write(fd, info.to_json())
+            os.write(fd, content)
             if self.fsync != "never":
                 os.fsync(fd)
         except BaseException:
@@ -101,7 +151,17 @@ class FileStore:
             raise
         os.close(fd)
         os.replace(temporary, final)
-        self._info_cache.pop(info.id, None)
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        """Make renames and new names durable (a rename alone is not)."""
+        if self.fsync == "never":
+            return
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read_info(self, upload_id: str) -> UploadInfo:
         """
@@ -118,10 +178,15 @@ class FileStore:
             cached = self._info_cache.get(upload_id)
             if cached is not None and cached[0] == key:
                 return cached[1].copy()
-            with open(path, "rb") as f:
-                raw = f.read(1 << 20)
+            fd = _open(path, os.O_RDONLY)
+            try:
+                raw = os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise errors.UploadNotFound() from None
+        except OSError as e:
+            raise _storage_error(e) from None
         try:
             info = UploadInfo.from_json(raw)
         except ValueError as e:
@@ -146,7 +211,7 @@ class FileStore:
         info.offset = 0
         info.storage = {"Type": "filestore", "Path": self.data_path(info.id), "InfoPath": self.info_path(info.id)}
         try:
-            fd = os.open(self.data_path(info.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+            fd = _open(self.data_path(info.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             os.close(fd)
         except OSError as e:
             return fail(_storage_error(e))
@@ -174,7 +239,7 @@ class FileStore:
 
     def terminate(self, upload: "FileUpload") -> Deferred:
         self._info_cache.pop(upload.id, None)
-        for path in (self.data_path(upload.id), self.info_path(upload.id)):
+        for path in (self.commit_path(upload.id), self.data_path(upload.id), self.info_path(upload.id)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -201,20 +266,16 @@ class FileStore:
         """
         def copy():
             # Not O_APPEND: copy_file_range refuses appending targets.
-            with open(self.data_path(final.id), "r+b") as target:
+            with open(_open(self.data_path(final.id), os.O_RDWR), "r+b") as target:
                 # From the start: an earlier attempt cut short (a crash, a
                 # full disk) may have left a prefix behind.
                 target.truncate(0)
                 position = 0
                 for partial in partials:
-                    with open(self.data_path(partial.id), "rb") as source:
+                    with open(_open(self.data_path(partial.id), os.O_RDONLY), "rb") as source:
                         size = os.fstat(source.fileno()).st_size
-                        copied = 0
-                        while copied < size:
-                            step = _copy_range(source.fileno(), target.fileno(), copied, position, size - copied)
-                            copied += step
-                            position += step
-                            yield None
+                        yield from _copy(source.fileno(), target.fileno(), 0, position, size)
+                        position += size
                 if self.fsync != "never":
                     os.fsync(target.fileno())
 
@@ -227,19 +288,145 @@ class FileStore:
 
     def send_content(self, upload: "FileUpload", consumer: Any, start: int, length: int) -> Deferred:
         try:
-            f = open(self.data_path(upload.id), "rb")
+            f = open(_open(self.data_path(upload.id), os.O_RDONLY), "rb")
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
+        except OSError as e:
+            return fail(_storage_error(e))
         producer = _FileRangeProducer(f, consumer, start, length)
         consumer.registerProducer(producer, False)
         return producer.done
 
     def list_upload_ids(self) -> Deferred:
-        return succeed(sorted(name[:-5] for name in os.listdir(self.path)
+        names = os.listdir(self.path)
+        # Housekeeping rides along the cleaner's periodic listing.
+        self.sweep(names)
+        return succeed(sorted(name[:-5] for name in names
                               if name.endswith(".info") and is_valid_upload_id(name[:-5])))
+
+    # Staged chunks (IChunkStager) and crash leftovers --------------------
+
+    def open_staged_chunk(self, upload: "FileUpload", offset: int) -> Deferred:
+        def opened(ignored: None) -> "FileStagedChunkWriter":
+            staged = os.path.join(self.path, f"{upload.id}.{secrets.token_hex(8)}{_STAGED}")
+            os.close(_open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode))
+            return FileStagedChunkWriter(self, upload.id, staged, offset)
+
+        return upload.open_chunk(offset).addCallback(opened).addErrback(_as_tus_error)
+
+    def recover(self, upload_id: str) -> Deferred:
+        """
+        Complete a staged commit a crash (or another process) left
+        half-done for C{upload_id}, before anything counts its bytes.
+        Costs one C{lstat} when there is none.
+        """
+        if not os.path.lexists(self.commit_path(upload_id)):
+            return succeed(None)
+        return cooperate(self._apply_commit(upload_id)).whenDone().addCallback(lambda _: None)
+
+    def _apply_commit(self, upload_id: str) -> Iterator[None]:
+        """
+        Copy a verified staged chunk into place as its commit marker says.
+        Idempotent (the bytes land at a fixed offset), so a second run,
+        after a crash or in another process, does no harm.
+        """
+        marker = self.commit_path(upload_id)
+        try:
+            fd = _open(marker, os.O_RDONLY)
+            try:
+                record = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return
+        offset, length, name = _parse_marker(record)
+        target = _open(self.data_path(upload_id), os.O_WRONLY)
+        try:
+            try:
+                source = _open(os.path.join(self.path, name), os.O_RDONLY)
+            except FileNotFoundError:
+                source = None
+            if source is None or os.fstat(source).st_size < length:
+                # Staging files go only after the copy is done, so a missing
+                # one means the copy completed, unless a crash lost it:
+                # then drop the partial copy, never keep a part.
+                if os.fstat(target).st_size < offset + length:
+                    os.ftruncate(target, offset)
+            else:
+                try:
+                    yield from _copy(source, target, 0, offset, length)
+                finally:
+                    os.close(source)
+            if self.fsync != "never":
+                os.fsync(target)
+        finally:
+            os.close(target)
+        try:
+            # Only our own marker: a later commit may have written a new one.
+            fd = _open(marker, os.O_RDONLY)
+            try:
+                ours = os.read(fd, 4096) == record
+            finally:
+                os.close(fd)
+            if ours:
+                os.unlink(marker)
+            os.unlink(os.path.join(self.path, name))
+        except FileNotFoundError:
+            pass
+
+    def sweep(self, names: list[str]) -> None:
+        """
+        Remove what crashes left among C{names} (the directory's entries):
+        finish interrupted commits, then delete staging and temporary files
+        older than C{stale_after}.  Never raises: it is housekeeping.
+        """
+        now = time.time()
+        for name in names:
+            try:
+                if name.endswith(_COMMIT):
+                    for _ in self._apply_commit(name[:-len(_COMMIT)]):
+                        pass
+                elif name.endswith((_STAGED, _TEMPORARY)):
+                    path = os.path.join(self.path, name)
+                    if now - os.lstat(path).st_mtime > self.stale_after:
+                        if not os.path.lexists(self.commit_path(name.split(".", 1)[0])):
+                            os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError):
+                log.failure("could not clean up {name} in the upload directory", name=name)
 
 
 _COPY_SLICE = 16 * 1024 * 1024
+
+
+def _copy(source: int, target: int, offset: int, target_offset: int, size: int) -> Iterator[None]:
+    """Copy C{size} bytes between descriptors, yielding after each slice."""
+    copied = 0
+    while copied < size:
+        copied += _copy_range(source, target, offset + copied, target_offset + copied, size - copied)
+        yield None
+
+
+def _marker(offset: int, length: int, staged: str) -> bytes:
+    return b"%d %d %s" % (offset, length, os.path.basename(staged).encode("ascii"))
+
+
+def _parse_marker(record: bytes) -> tuple[int, int, str]:
+    offset, length, name = record.decode("ascii").split(" ")
+    if "/" in name or not name.endswith(_STAGED):
+        raise ValueError(f"malformed commit marker naming {name!r}")
+    return int(offset), int(length), name
+
+
+def _as_tus_error(failure: Any) -> Any:
+    if failure.check(FileNotFoundError):
+        raise errors.UploadNotFound()
+    if failure.check(OSError):
+        raise _storage_error(failure.value)
+    if failure.check(ValueError):
+        raise errors.InternalServerError("corrupt commit marker in the upload directory")
+    return failure
 
 
 def _copy_range(source: int, target: int, offset: int, target_offset: int, count: int) -> int:
@@ -262,37 +449,52 @@ class FileUpload:
         self.info = info
         self.id = info.id
 
+    def _size(self) -> Deferred:
+        """The offset: the data file's size, once any interrupted commit is done."""
+        def size(ignored: None) -> int:
+            try:
+                return _regular_size(self.store.data_path(self.id))
+            except FileNotFoundError:
+                raise errors.UploadNotFound() from None
+
+        return self.store.recover(self.id).addCallback(size).addErrback(_as_tus_error)
+
     def get_info(self) -> Deferred:
-        try:
-            offset = os.stat(self.store.data_path(self.id)).st_size
-        except FileNotFoundError:
-            return fail(errors.UploadNotFound())
-        return succeed(self.info.copy(offset=offset))
+        return self._size().addCallback(lambda offset: self.info.copy(offset=offset))
 
     def open_chunk(self, offset: int) -> Deferred:
-        path = self.store.data_path(self.id)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            return fail(errors.UploadNotFound())
-        except OSError as e:
-            return fail(_storage_error(e))
-        if size != offset:
-            # Only possible if something wrote behind the lock's back;
-            # never append at the wrong place.
-            return fail(errors.MismatchedOffset(headers={"Upload-Offset": str(size)}))
-        return succeed(FileChunkWriter(path, offset, self.store.fsync == "chunk"))
+        def opened(size: int) -> FileChunkWriter:
+            if size != offset:
+                # Only possible if something wrote behind the lock's back;
+                # never append at the wrong place.
+                raise errors.MismatchedOffset(headers={"Upload-Offset": str(size)})
+            return FileChunkWriter(self.store.data_path(self.id), offset, self.store.fsync == "chunk")
+
+        return self._size().addCallback(opened)
 
     def finish(self) -> Deferred:
-        if self.store.fsync != "never":
-            try:
-                fd = os.open(self.store.data_path(self.id), os.O_RDONLY)
+        """
+        Sync the data (per the fsync policy) and record C{Finished} in the
+        C{.info}; both are harmless to repeat.
+        """
+        try:
+            if self.store.fsync != "never":
+                fd = _open(self.store.data_path(self.id), os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            except OSError as e:
-                return fail(_storage_error(e))
+            info = self.store.read_info(self.id)
+            if not info.finished:
+                info.finished = True
+                self.store.write_info(info)
+            self.info.finished = True
+        except FileNotFoundError:
+            return fail(errors.UploadNotFound())
+        except OSError as e:
+            return fail(_storage_error(e))
+        except errors.TusError as e:
+            return fail(e)
         return succeed(None)
 
 
@@ -329,7 +531,7 @@ class FileChunkWriter:
             return
         view = memoryview(data)
         try:
-            fd = os.open(self._path, os.O_WRONLY)
+            fd = _open(self._path, os.O_WRONLY)
             try:
                 while view:
                     written = os.pwrite(fd, view, self._position)
@@ -342,36 +544,109 @@ class FileChunkWriter:
             if self._producer is not None:
                 self._producer.stopProducing()
 
-    def commit(self) -> Deferred:
+    def _close(self) -> None:
         if self._closed:
-            return fail(RuntimeError("chunk already committed or rolled back"))
+            raise RuntimeError("chunk already committed, rolled back or aborted")
         self._closed = True
+
+    def _sync(self) -> None:
+        """C{fsync} what this writer wrote, if its policy says so."""
         try:
             if self._fsync and self._error is None and self._position > self._start:
-                fd = os.open(self._path, os.O_RDONLY)
+                fd = _open(self._path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
         except OSError as e:
             self._error = e
+
+    def commit(self) -> Deferred:
         try:
-            offset = os.stat(self._path).st_size
+            self._close()
+        except RuntimeError:
+            return fail()
+        self._sync()
+        try:
+            offset = _regular_size(self._path)
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
+        except OSError as e:
+            return fail(_storage_error(e))
         if self._error is not None:
             return fail(_storage_error(self._error))
         return succeed(offset)
 
-    def rollback(self) -> Deferred:
-        if self._closed:
-            return fail(RuntimeError("chunk already committed or rolled back"))
+    def abort(self) -> Deferred:
+        # What was written stays (a plain chunk keeps its bytes), and no
+        # descriptor is held between writes: nothing to release.
         self._closed = True
+        return succeed(None)
+
+
+@implementer(IStagedChunkWriter)
+class FileStagedChunkWriter(FileChunkWriter):
+    """
+    Writes a checksummed chunk into its own staging file; C{commit} copies
+    it into the data file behind a commit marker (see the module
+    docstring), C{rollback} and C{abort} delete it.
+    """
+
+    def __init__(self, store: FileStore, upload_id: str, staged: str, start: int) -> None:
+        super().__init__(staged, 0, store.fsync != "never")
+        self._store = store
+        self._id = upload_id
+        self._offset = start
+
+    def commit(self) -> Deferred:
         try:
-            os.truncate(self._path, self._start)
+            self._close()
+        except RuntimeError:
+            return fail()
+        self._sync()
+        store, length = self._store, self._position
+        if self._error is not None:
+            self._discard()
+            return fail(_storage_error(self._error))
+        try:
+            if _regular_size(store.data_path(self._id)) != self._offset:
+                self._discard()
+                return fail(errors.InternalServerError("upload changed behind its lock during a staged chunk"))
+            if length:
+                store._replace(store.commit_path(self._id), _marker(self._offset, length, self._path))
+        except FileNotFoundError:
+            self._discard()
+            return fail(errors.UploadNotFound())
         except OSError as e:
+            self._discard()
             return fail(_storage_error(e))
-        return succeed(self._start)
+        if not length:
+            self._discard()
+        return store.recover(self._id).addCallback(
+            lambda _: _regular_size(store.data_path(self._id))).addErrback(_as_tus_error)
+
+    def rollback(self) -> Deferred:
+        try:
+            self._close()
+        except RuntimeError:
+            return fail()
+        self._discard()
+        return succeed(self._offset)
+
+    def abort(self) -> Deferred:
+        if not self._closed:
+            self._closed = True
+            self._discard()
+        return succeed(None)
+
+    def _discard(self) -> None:
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            # The sweep removes it once stale; never raise from here.
+            log.failure("could not remove staged chunk {path}", path=self._path)
 
 
 @implementer(IPullProducer)

@@ -3,9 +3,9 @@ L{MemoryStore}: a complete store that keeps uploads in memory.
 
 It is the reference implementation of every storage interface (the store
 conformance suite runs against it and the file store alike) and a
-convenient store for tests and demos.  It buffers each chunk's bytes apart
-from the upload until C{commit}, which makes roll-back trivial, and it
-honours backpressure: above C{high_water} bytes pending it pauses the
+convenient store for tests and demos.  Plain chunks join the upload as
+they are written; staged chunks (checksums) are buffered apart until
+C{commit}, which makes roll-back trivial.  It honours backpressure: above C{high_water} bytes pending it pauses the
 producer until a commit, so even a test store never lets a body grow
 without bound.  Nothing survives a restart, and every upload lives in
 memory: not for production.
@@ -25,6 +25,7 @@ from txtus import errors
 from txtus.protocol.headers import is_valid_upload_id
 from txtus.info import UploadInfo
 from txtus.interfaces import (
+    IChunkStager,
     IChunkWriter,
     IConcater,
     IDataStore,
@@ -32,11 +33,12 @@ from txtus.interfaces import (
     IReader,
     ITerminater,
     IUpload,
+    IStagedChunkWriter,
     IUploadLister,
 )
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager)
 class MemoryStore:
     """
     @param high_water: bytes a chunk writer accepts before pausing the body.
@@ -63,6 +65,7 @@ class MemoryStore:
         composer.use_length_deferrer(self)
         composer.use_reader(self)
         composer.use_lister(self)
+        composer.use_stager(self)
 
     def new_upload(self, info: UploadInfo) -> Deferred:
         info = dataclasses.replace(info, offset=0, storage={"Type": "memorystore"},
@@ -89,8 +92,12 @@ class MemoryStore:
         self.infos[upload.id].size = length
         return succeed(None)
 
+    def open_staged_chunk(self, upload: "MemoryUpload", offset: int) -> Deferred:
+        return upload.open_chunk(offset, staged=True)
+
     def concat_uploads(self, final: "MemoryUpload", partials: list["MemoryUpload"]) -> Deferred:
         target = self.data[final.id]
+        del target[:]  # start over after an attempt cut short
         for partial in partials:
             target += self.data[partial.id]
         return succeed(None)
@@ -129,25 +136,29 @@ class MemoryUpload:
             return fail(errors.UploadNotFound())
         return succeed(info.copy(offset=len(self.store.data[self.id])))
 
-    def open_chunk(self, offset: int) -> Deferred:
+    def open_chunk(self, offset: int, staged: bool = False) -> Deferred:
         data = self.store.data.get(self.id)
         if data is None:
             return fail(errors.UploadNotFound())
         if len(data) != offset:
             return fail(errors.MismatchedOffset(headers={"Upload-Offset": str(len(data))}))
-        writer = MemoryChunkWriter(self.store, self.id, offset)
+        writer = (MemoryStagedChunkWriter if staged else MemoryChunkWriter)(self.store, self.id, offset)
         self.store.last_writer = writer
         return succeed(writer)
 
     def finish(self) -> Deferred:
+        info = self.store.infos.get(self.id)
+        if info is None:
+            return fail(errors.UploadNotFound())
+        info.finished = True
         return succeed(None)
 
 
 @implementer(IChunkWriter)
 class MemoryChunkWriter:
     """
-    Keeps the chunk apart until C{commit}, so roll-back is trivial.  Bytes
-    not yet "drained" above the store's high-water mark pause the producer
+    A plain chunk: bytes join the upload as they are written.  Bytes not
+    yet "drained" above the store's high-water mark pause the producer
     until L{drain} is called, which models a slow backend catching up.
     """
 
@@ -155,7 +166,6 @@ class MemoryChunkWriter:
         self._store = store
         self._id = upload_id
         self._start = start
-        self._chunk: list[bytes] = []
         self._undrained = 0
         self._producer: Any = None
         self._paused = False
@@ -170,13 +180,18 @@ class MemoryChunkWriter:
     def write(self, data: bytes) -> None:
         if self._closed:
             return
-        self._chunk.append(data)
+        self._store_bytes(data)
         self._undrained += len(data)
         if self._undrained > self._store.high_water and self._producer is not None and not self._paused:
             self._paused = True
             self._producer.pauseProducing()
             if self._store.auto_drain:
                 self._store.reactor.callLater(0, self.drain)
+
+    def _store_bytes(self, data: bytes) -> None:
+        upload = self._store.data.get(self._id)
+        if upload is not None:
+            upload += data
 
     def drain(self) -> None:
         """The backend caught up: resume a paused producer."""
@@ -189,10 +204,42 @@ class MemoryChunkWriter:
     def undrained(self) -> int:
         return self._undrained
 
-    def commit(self) -> Deferred:
+    def _close(self) -> Deferred | None:
+        """Mark the writer ended; a failure if it already was."""
         if self._closed:
-            return fail(RuntimeError("chunk already committed or rolled back"))
+            return fail(RuntimeError("chunk already committed, rolled back or aborted"))
         self._closed = True
+        return None
+
+    def commit(self) -> Deferred:
+        closed = self._close()
+        if closed is not None:
+            return closed
+        data = self._store.data.get(self._id)
+        if data is None:
+            return fail(errors.UploadNotFound())
+        return succeed(len(data))
+
+    def abort(self) -> Deferred:
+        self._closed = True  # what was written stays: a plain chunk keeps its bytes
+        return succeed(None)
+
+
+@implementer(IStagedChunkWriter)
+class MemoryStagedChunkWriter(MemoryChunkWriter):
+    """A staged chunk: kept apart until C{commit}, so roll-back is trivial."""
+
+    def __init__(self, store: MemoryStore, upload_id: str, start: int) -> None:
+        super().__init__(store, upload_id, start)
+        self._chunk: list[bytes] = []
+
+    def _store_bytes(self, data: bytes) -> None:
+        self._chunk.append(data)
+
+    def commit(self) -> Deferred:
+        closed = self._close()
+        if closed is not None:
+            return closed
         data = self._store.data.get(self._id)
         if data is None:
             return fail(errors.UploadNotFound())
@@ -202,8 +249,13 @@ class MemoryChunkWriter:
         return succeed(len(data))
 
     def rollback(self) -> Deferred:
-        if self._closed:
-            return fail(RuntimeError("chunk already committed or rolled back"))
-        self._closed = True
+        closed = self._close()
+        if closed is not None:
+            return closed
         self._chunk = []
         return succeed(self._start)
+
+    def abort(self) -> Deferred:
+        self._closed = True
+        self._chunk = []
+        return succeed(None)

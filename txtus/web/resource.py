@@ -143,7 +143,7 @@ class _Exchange:
             raise errors.UploadNotFound()
         if postpath:
             upload_id = postpath[0].decode("latin-1")
-            if not headers.is_valid_upload_id(upload_id):
+            if not self.resource.config.composer.is_valid_upload_id(upload_id):
                 raise errors.UploadNotFound()
             self.upload_id = upload_id
         self.resource.cors.check(request)
