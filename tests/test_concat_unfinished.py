@@ -89,3 +89,53 @@ async def test_final_of_non_partial_is_refused(server):
     plain = await create(server.url, **{"Upload-Length": "3"})
     response = await treq.post(server.url, headers={**TUS, "Upload-Concat": f"final;{plain}"})
     assert response.code == 400
+
+
+# Issue 11: locks, removed partials, finish retried ---------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_concatenation_holds_the_partials_locks(server):
+    """
+    The final is copied from its partials while holding their locks: a
+    request holding a partial's lock is asked to let go, and the copy waits
+    for it.
+    """
+    from twisted.internet.defer import Deferred
+
+    from tushttp import wait_for
+
+    a = await create(server.url, **{"Upload-Length": "5", "Upload-Concat": "partial"})
+    assert await patch(a, 0, b"hello") == 204
+    partial_id = a.rsplit("/", 1)[1]
+    asked: list[bool] = []
+    held = await server.config.composer.locker.lock(partial_id, lambda: asked.append(True))
+    posting: Deferred = treq.post(server.url, headers={**TUS, "Upload-Concat": f"final;{a}"})
+    answered: list = []
+    posting.addBoth(lambda result: answered.append(result) or result)
+
+    async def release_was_requested():
+        return bool(asked)
+
+    await wait_for(release_was_requested)
+    assert not answered  # the copy waits for the partial's lock
+    await held.unlock()
+    response = await posting
+    assert response.code == 201
+    code, headers = await head(response.headers.getRawHeaders("location")[0])
+    assert headers.getRawHeaders("upload-offset") == ["5"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_final_whose_partial_was_deleted_answers_410(server):
+    a = await create(server.url, **{"Upload-Length": "5", "Upload-Concat": "partial"})
+    final = await create(server.url, **{"Upload-Concat": f"final;{a}"})
+    waiting = server.site.resource.children[b"files"].handler.concatenation._waiting
+    assert waiting != {}
+    response = await treq.delete(a, headers=TUS)
+    assert response.code == 204
+    code, _ = await head(final)
+    assert code == 410
+    response = await treq.get(final)
+    assert response.code == 410
+    assert b"ERR_INVALID_CONCAT" in await response.content()
+    assert waiting == {}  # nothing left waiting for ever

@@ -58,6 +58,7 @@ MethodNotAllowed = _error("MethodNotAllowed", "ERR_METHOD_NOT_ALLOWED", 405, "me
 UploadNotFinished = _error("UploadNotFinished", "ERR_UPLOAD_NOT_FINISHED", 400, "one of the partial uploads is not finished")
 InvalidConcat = _error("InvalidConcat", "ERR_INVALID_CONCAT", 400, "invalid Upload-Concat header")
 IncompleteUpload = _error("IncompleteUpload", "ERR_INCOMPLETE_UPLOAD", 400, "cannot stream an incomplete upload")
+PartialUploadGone = _error("PartialUploadGone", "ERR_INVALID_CONCAT", 410, "a partial upload of this final upload was removed; it can never be completed")
 ConcatUnsupported = _error("ConcatUnsupported", "ERR_CONCATENATION_UNSUPPORTED", 400, "concatenation is not supported")
 ModifyFinal = _error("ModifyFinal", "ERR_MODIFY_FINAL", 403, "modifying a final upload is not allowed")
 AmbiguousUploadLength = _error("AmbiguousUploadLength", "ERR_AMBIGUOUS_UPLOAD_LENGTH", 400, "either Upload-Length or Upload-Defer-Length must be specified")

@@ -7,12 +7,23 @@ A final upload may be created while its partials are still uploading
 partials finishes (this process remembers which finals wait on which
 partial) or, after a restart, the next time the final is looked at (HEAD or
 GET).  Until then it has no offset to show.
+
+The copy is made while holding the locks of the final and of every partial,
+taken in a fixed order (the final's, then the partials' sorted by ID), so it
+can neither race a request on a partial nor deadlock with one: a request
+holding a partial's lock never waits for a final's (finals waiting on a
+partial are completed after its lock is released).  Partials are first
+checked without their locks, so a final looked at while its partials still
+upload does not interrupt them.  A final whose partial was removed can never
+complete: it answers 410 from then on.
 """
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from txtus import errors
@@ -62,10 +73,29 @@ class Concatenation:
         holds the final's lock).
 
         @return: the final's info once complete, or L{None} while a partial
-            is still uploading (or was removed).
+            is still uploading.
+        @raise PartialUploadGone: a partial was removed; the final can
+            never complete.
         """
         if info.is_complete:
             return info
+        if not await self._partials_complete(info):
+            return None
+        async with AsyncExitStack() as held:
+            for partial_id in sorted(set(info.partial_uploads)):
+                await held.enter_async_context(self._lock(partial_id, None))
+            # Again, under the locks: what is copied is exactly what is
+            # committed, and stays so until the copy is done.
+            partials = await self._partials_complete(info)
+            if not partials:
+                return None
+            await self._composer.concater.concat_uploads(final, partials)
+        self._forget(info.id)
+        await finished(final, info.id)
+        return await final.get_info()
+
+    async def _partials_complete(self, info: UploadInfo) -> list[Any] | None:
+        """The final's partials, in order, if all are complete, else L{None}."""
         core = self._composer.core
         partials = []
         for partial_id in info.partial_uploads:
@@ -73,28 +103,43 @@ class Concatenation:
                 partial = await core.get_upload(partial_id)
                 partial_info = await partial.get_info()
             except errors.UploadNotFound:
-                return None
+                self._forget(info.id)
+                raise errors.PartialUploadGone() from None
             if not partial_info.is_complete:
                 return None
             partials.append(partial)
-        await self._composer.concater.concat_uploads(final, partials)
-        await finished(final, info.id)
-        for partial_id in info.partial_uploads:
-            finals = self._waiting.get(partial_id)
-            if finals is not None:
-                finals.discard(info.id)
-                if not finals:
-                    del self._waiting[partial_id]
-        return await final.get_info()
+        return partials
 
-    async def partial_finished(self, partial_id: str, finished: Any) -> None:
-        """Complete the finals that were waiting for C{partial_id}."""
+    def _forget(self, final_id: str) -> None:
+        """Remove C{final_id} from every waiting list."""
+        for partial_id in list(self._waiting):
+            finals = self._waiting[partial_id]
+            finals.discard(final_id)
+            if not finals:
+                del self._waiting[partial_id]
+
+    def partial_finished(self, partial_id: str, finished: Any) -> None:
+        """
+        Complete the finals that were waiting for C{partial_id}, once the
+        caller has released the partial's lock (see the module docstring):
+        this runs on its own, its errors logged.
+        """
         for final_id in sorted(self._waiting.get(partial_id, ())):
-            try:
-                async with self._lock(final_id, None):
-                    final = await self._composer.core.get_upload(final_id)
-                    await self.complete(final, await final.get_info(), finished)
-            except errors.UploadNotFound:
-                self._waiting.get(partial_id, set()).discard(final_id)
-            except Exception:
-                log.failure("could not complete final upload {upload_id}", upload_id=final_id)
+            ensureDeferred(self._complete_waiting(final_id, finished)).addErrback(
+                lambda failure, final_id=final_id: log.failure(
+                    "could not complete final upload {upload_id}", failure, upload_id=final_id))
+
+    async def _complete_waiting(self, final_id: str, finished: Any) -> None:
+        try:
+            async with self._lock(final_id, None):
+                final = await self._composer.core.get_upload(final_id)
+                await self.complete(final, await final.get_info(), finished)
+        except errors.UploadNotFound:
+            self._forget(final_id)
+        except errors.PartialUploadGone:
+            log.info("final upload {upload_id} can never complete: a partial upload was removed",
+                     upload_id=final_id)
+
+    def partial_removed(self, partial_id: str) -> None:
+        """A terminated partial: its waiting finals are told when next looked at."""
+        self._waiting.pop(partial_id, None)

@@ -323,9 +323,13 @@ class TusHandler:
         return new_offset
 
     async def _finished(self, upload: Any, upload_id: str) -> None:
+        """
+        Finish a complete upload.  Finals waiting for this upload are
+        completed once the caller's lock is released.
+        """
         await upload.finish()
         log.info("upload {upload_id} finished", upload_id=upload_id)
-        await self.concatenation.partial_finished(upload_id, self._finished)
+        self.concatenation.partial_finished(upload_id, self._finished)
 
     # DELETE ------------------------------------------------------------
 
@@ -337,6 +341,7 @@ class TusHandler:
         async with self._lock(upload_id, None):
             upload = await self.composer.core.get_upload(upload_id)
             await terminater.terminate(upload)
+        self.concatenation.partial_removed(upload_id)
         log.info("upload {upload_id} terminated", upload_id=upload_id)
         return Response(204)
 
