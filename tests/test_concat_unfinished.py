@@ -139,3 +139,76 @@ async def test_final_whose_partial_was_deleted_answers_410(server):
     assert response.code == 410
     assert b"ERR_INVALID_CONCAT" in await response.content()
     assert waiting == {}  # nothing left waiting for ever
+
+
+class _FailingFinish:
+    """Wraps a store so that the first C{finish} of each upload fails."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.failed: set[str] = set()
+        self.calls = 0
+
+    def use_in(self, composer) -> None:
+        from zope.interface import directlyProvides, providedBy
+
+        self.inner.use_in(composer)
+        directlyProvides(self, *providedBy(self.inner))
+        composer.use_core(self)
+
+    def new_upload(self, info):
+        return self.inner.new_upload(info).addCallback(self._wrap)
+
+    def get_upload(self, upload_id):
+        return self.inner.get_upload(upload_id).addCallback(self._wrap)
+
+    def _wrap(self, upload):
+        original = upload.finish
+
+        def finish():
+            from twisted.internet.defer import fail
+
+            from txtus import errors
+
+            self.calls += 1
+            if upload.id not in self.failed:
+                self.failed.add(upload.id)
+                return fail(errors.InternalServerError("storage hiccup while finishing"))
+            return original()
+
+        upload.finish = finish
+        return upload
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_finish_is_retried_on_the_next_request(server_factory, upload_dir):
+    from txtus import FileStore
+
+    store = _FailingFinish(FileStore(str(upload_dir)))
+    server = await server_factory(store=store)
+    location = await create(server.url, **{"Upload-Length": "5"})
+    assert await patch(location, 0, b"hello") == 500  # finish failed
+    assert store.calls == 1
+    upload_id = location.rsplit("/", 1)[1]
+    code, headers = await head(location)  # finishing is retried here
+    assert code == 200 and headers.getRawHeaders("upload-offset") == ["5"]
+    assert store.calls == 2
+    assert getattr(await (await store.inner.get_upload(upload_id)).get_info(), "finished", None) is True
+    await head(location)
+    assert store.calls == 2  # recorded: not finished again
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_complete_before_a_crash_is_finished_on_next_look(server, upload_dir):
+    """The process died between the last commit and finish(): .info says nothing of it."""
+    import json
+
+    location = await create(server.url, **{"Upload-Length": "5"})
+    upload_id = location.rsplit("/", 1)[1]
+    (upload_dir / upload_id).write_bytes(b"hello")  # the commit, then the crash
+    code, headers = await head(location)
+    assert headers.getRawHeaders("upload-offset") == ["5"]
+    assert json.loads((upload_dir / f"{upload_id}.info").read_text())["Finished"] is True

@@ -181,13 +181,18 @@ class TusHandler:
         """
         The upload's info, for a caller holding its lock.  An expired,
         unfinished upload is gone (410); a final upload whose partials have
-        all finished (perhaps before a restart) is completed first.
+        all finished (perhaps before a restart) is completed first, and a
+        complete upload whose C{finish} never succeeded is finished now.
         """
         info = await upload.get_info()
         if info.expires is not None and not info.is_complete and self.config.clock.seconds() >= info.expires:
             raise errors.UploadGone()
         if info.is_final and not info.is_complete:
             info = await self.concatenation.complete(upload, info, self._finished) or info
+        elif info.is_complete and not info.finished:
+            # finish() failed, or the process died before it ran.
+            await self._finished(upload, info.id)
+            info.finished = True
         return info
 
     async def _get_partial(self, request: Any, url: str) -> Any:
@@ -324,8 +329,11 @@ class TusHandler:
 
     async def _finished(self, upload: Any, upload_id: str) -> None:
         """
-        Finish a complete upload.  Finals waiting for this upload are
-        completed once the caller's lock is released.
+        Finish a complete upload.  C{finish} is idempotent and recorded by
+        the store; until it is, L{_live_info} runs this again, so a failure
+        or a crash before it costs a retry, never a lost completion.  Finals
+        waiting for this upload are completed once the caller's lock is
+        released.
         """
         await upload.finish()
         log.info("upload {upload_id} finished", upload_id=upload_id)
