@@ -479,3 +479,23 @@ async def test_chunked_body_cut_inside_a_chunk_keeps_what_arrived(server):
     connection.close()
     await connection.wait_closed()
     await wait_for(offset_kept)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest_twisted.ensureDeferred
+async def test_duplicate_content_type_is_refused(server, method):
+    """
+    Issue 11: one reader took the first Content-Type, another the last.
+    Two of them are ambiguous: 400, and nothing is created or stored.
+    """
+    location = await create(server, 10)
+    target = _path(location) if method == "PATCH" else _path(server.url)
+    specific = {"Upload-Offset": "0"} if method == "PATCH" else {"Upload-Length": "10"}
+    data = request_bytes(method, target, {**TUS, **specific, "Content-Type": OCTET, "Content-Length": "5"}, b"")
+    # request_bytes takes a dict: add the second Content-Type by hand.
+    data = data.replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain\r\n\r\n", 1) + b"hello"
+    raw = await raw_request(server, data)
+    assert raw.status == 400
+    assert raw.text.startswith("ERR_INVALID_REQUEST")
+    assert stored(server, location) == b""
+    assert len([n for n in os.listdir(server.store.path) if n.endswith(".info")]) == 1

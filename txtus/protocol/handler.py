@@ -109,7 +109,7 @@ class TusHandler:
             raise errors.MethodNotAllowed(headers={"Allow": "HEAD, PATCH, GET, DELETE, OPTIONS"})
         config = self.config
         get = request.requestHeaders.getRawHeaders
-        with_body = headers.media_type(_first(get(b"content-type"))) == headers.OFFSET_OCTET_STREAM
+        with_body = headers.media_type(headers.content_type(request)) == headers.OFFSET_OCTET_STREAM
         concat = headers.parse_concat(_first(get(b"upload-concat")))
         metadata = headers.parse_metadata(_first(get(b"upload-metadata")))
         partials: list[Any] = []
@@ -232,7 +232,7 @@ class TusHandler:
     async def patch(self, request: Any, upload_id: str | None, body: Any) -> Response:
         upload_id = _require_id(upload_id)
         get = request.requestHeaders.getRawHeaders
-        if headers.media_type(_first(get(b"content-type"))) != headers.OFFSET_OCTET_STREAM:
+        if headers.media_type(headers.content_type(request)) != headers.OFFSET_OCTET_STREAM:
             raise errors.InvalidContentType()
         offset = headers.parse_non_negative(_first(get(b"upload-offset")), errors.InvalidOffset)
         new_length = _first(get(b"upload-length"))

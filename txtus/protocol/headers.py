@@ -185,6 +185,23 @@ def parse_checksum(raw: bytes, supported: frozenset[str] | set[str]) -> tuple[st
 
 # Content types -------------------------------------------------------------
 
+def content_type(request: Any) -> bytes | None:
+    """
+    The request's one C{Content-Type} value, or L{None}.
+
+    @raise InvalidRequest: it was sent more than once.  Readers that take
+        the first and readers that take the last would disagree about
+        such a request (and did, before this was the one place that reads
+        it), so it is refused rather than guessed at.
+    """
+    values = request.requestHeaders.getRawHeaders(b"content-type")
+    if not values:
+        return None
+    if len(values) > 1:
+        raise errors.InvalidRequest("more than one Content-Type header")
+    return values[0]
+
+
 def media_type(raw: bytes | None) -> bytes:
     """
     The lower-cased media type of a Content-Type value, without parameters.

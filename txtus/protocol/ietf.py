@@ -152,8 +152,7 @@ class IetfDraftHandler:
     async def append(self, request: Any, upload_id: str, body: Any, version: int) -> Response:
         get = request.requestHeaders.getRawHeaders
         if version >= _PARTIAL_UPLOAD_SINCE:
-            content_type = get(b"content-type")
-            if headers.media_type(content_type[0] if content_type else None) != headers.PARTIAL_UPLOAD:
+            if headers.media_type(headers.content_type(request)) != headers.PARTIAL_UPLOAD:
                 raise errors.UnsupportedPatchType(headers={"Accept-Patch": headers.PARTIAL_UPLOAD.decode()})
         offset = headers.parse_sf_non_negative(get(b"upload-offset"), errors.InvalidOffset)
         if offset is None:
@@ -304,10 +303,10 @@ def _metadata(request: Any) -> dict[str, str]:
     get = request.requestHeaders.getRawHeaders
     raw = get(b"upload-metadata")
     metadata = headers.parse_metadata(raw[0] if raw else None)
-    content_type = get(b"content-type")
-    if content_type and headers.media_type(content_type[0]) not in _TRANSFER_TYPES + (b"",):
+    content_type = headers.content_type(request)
+    if content_type and headers.media_type(content_type) not in _TRANSFER_TYPES + (b"",):
         try:
-            metadata["filetype"] = content_type[0].decode("ascii").strip()
+            metadata["filetype"] = content_type.decode("ascii").strip()
         except UnicodeDecodeError:
             pass
     disposition = get(b"content-disposition")
