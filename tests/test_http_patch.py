@@ -499,3 +499,40 @@ async def test_duplicate_content_type_is_refused(server, method):
     assert raw.text.startswith("ERR_INVALID_REQUEST")
     assert stored(server, location) == b""
     assert len([n for n in os.listdir(server.store.path) if n.endswith(".info")]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_unlock_after_a_successful_patch_is_logged_not_500(server_factory):
+    """Issue 11: the PATCH stored its bytes; a locker failing to let go is logged."""
+    from twisted.internet.defer import fail
+    from zope.interface import implementer
+
+    from txtus.interfaces import ILock, ILocker
+    from txtus.lockers.memory import MemoryLocker
+
+    @implementer(ILock)
+    class StuckLock:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def unlock(self):
+            self.inner.unlock()
+            return fail(OSError("lock file vanished"))
+
+    @implementer(ILocker)
+    class StuckLocker:
+        def __init__(self):
+            self.inner = MemoryLocker()
+
+        def use_in(self, composer):
+            composer.use_locker(self)
+
+        def lock(self, upload_id, release_requested):
+            return self.inner.lock(upload_id, release_requested).addCallback(StuckLock)
+
+    server = await server_factory(locker=StuckLocker())
+    location = await create(server, 10)
+    response = await patch(location, 0, b"hello")
+    assert response.code == 204
+    assert header(response, "upload-offset") == "5"
+    assert stored(server, location) == b"hello"

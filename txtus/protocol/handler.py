@@ -434,7 +434,13 @@ class _Held:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._lock is not None:
-            await self._lock.unlock()
+            try:
+                await self._lock.unlock()
+            except Exception:
+                # The work under the lock is done (and answered for); a
+                # locker that failed to let go is the operator's problem,
+                # not the client's.
+                log.failure("could not unlock upload {upload_id}", upload_id=self._upload_id)
 
     def _release_requested(self) -> None:
         if self._body is not None:
