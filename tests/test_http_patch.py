@@ -536,3 +536,79 @@ async def test_failed_unlock_after_a_successful_patch_is_logged_not_500(server_f
     assert response.code == 204
     assert header(response, "upload-offset") == "5"
     assert stored(server, location) == b"hello"
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_writer_is_aborted_when_an_error_strikes_before_commit(server_factory, upload_dir, checksum):
+    """
+    Issue 11: an exception between opening a chunk and committing or
+    rolling it back must end the writer (abort), so a store holding parts
+    or staging files releases them.
+    """
+    import base64
+    import hashlib
+
+    from twisted.internet.defer import fail
+    from zope.interface import directlyProvides, providedBy
+
+    from txtus import FileStore
+
+    aborted: list[str] = []
+
+    def sabotage(writer):
+        original_abort = getattr(writer, "abort", None)
+
+        def commit():
+            return fail(RuntimeError("the store broke mid-commit"))
+
+        def abort():
+            aborted.append(type(writer).__name__)
+            return original_abort()
+
+        writer.commit = commit
+        writer.abort = abort
+        return writer
+
+    class Sabotaged:
+        def __init__(self):
+            self.inner = FileStore(str(upload_dir))
+            self.broken = True
+
+        def use_in(self, composer):
+            self.inner.use_in(composer)
+            directlyProvides(self, *providedBy(self.inner))
+            composer.use_core(self)
+            composer.use_stager(self)
+
+        def new_upload(self, info):
+            return self.inner.new_upload(info)
+
+        def get_upload(self, upload_id):
+            def wrap(upload):
+                open_chunk = upload.open_chunk
+                upload.open_chunk = lambda offset: open_chunk(offset).addCallback(
+                    lambda w: sabotage(w) if self.broken else w)
+                return upload
+            return self.inner.get_upload(upload_id).addCallback(wrap)
+
+        def open_staged_chunk(self, upload, offset):
+            d = self.inner.open_staged_chunk(upload, offset)
+            return d.addCallback(lambda w: sabotage(w) if self.broken else w)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    store = Sabotaged()
+    server = await server_factory(store=store)
+    location = await create(server, 10)
+    extra = {"Upload-Checksum": "sha1 " + base64.b64encode(hashlib.sha1(b"hello").digest()).decode()} if checksum else {}
+    response = await patch(location, 0, b"hello", headers=extra)
+    assert response.code == 500
+    assert len(aborted) == 1
+    assert not [n for n in os.listdir(upload_dir) if n.endswith(".staged")]  # released
+    store.broken = False
+    offset = int(header(await head(location), "upload-offset"))
+    assert offset == (0 if checksum else 5)
+    response = await patch(location, offset, b"helloworld"[offset:])
+    assert (response.code, header(response, "upload-offset")) == (204, "10")
