@@ -429,3 +429,15 @@ async def test_file_store_does_not_follow_symlinks(tmp_path):
     os.symlink(store.info_path(upload.id), info_link)
     with pytest.raises(errors.TusError):
         await store.get_upload("linked")
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_removes_stale_temporary_info_files(tmp_path):
+    """A crash between writing and renaming a .info left a *.tmp for ever."""
+    store = FileStore(str(tmp_path))
+    upload = await store.new_upload(UploadInfo(size=1))
+    leftover = tmp_path / f"{upload.id}.info.0badf00d.tmp"
+    leftover.write_bytes(b"{}")
+    os.utime(leftover, (1, 1))
+    FileStore(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted([upload.id, upload.id + ".info"])
