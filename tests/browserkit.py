@@ -126,29 +126,38 @@ class TusServer(TwistProcess):
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def uploads(self) -> dict[str, dict[str, Any]]:
-        """Every upload in the store: its ID and its C{.info} document."""
+    def uploads(self, named: str | None = None) -> dict[str, dict[str, Any]]:
+        """
+        The uploads in the store (only those whose C{filename} metadata is
+        C{named}, if given): their IDs and C{.info} documents.
+        """
         if not self.path.exists():
             return {}
-        return {info.stem: json.loads(info.read_text()) for info in self.path.glob("*.info")}
+        found = {info.stem: json.loads(info.read_text()) for info in self.path.glob("*.info")}
+        return {i: u for i, u in found.items()
+                if named is None or (u.get("MetaData") or {}).get("filename") == named}
 
 
-@pytest.fixture
-def twist_tus(tmp_path):
-    """Call with C{twist tus} options; the servers are stopped after the test."""
-    started: list[TusServer] = []
+@pytest.fixture(scope="session")
+def twist_tus(tmp_path_factory):
+    """
+    Call with C{twist tus} options for a server started with them.  Tests
+    that ask for the same options share one server (starting one is what
+    takes time here), so a test tells its uploads apart by their file
+    names, or by comparing the store before and after.
+    """
+    started: dict[tuple[str, ...], TusServer] = {}
 
     def start(*args: str) -> TusServer:
-        n = len(started)
-        logs = tmp_path / f"twist-{n}"
-        logs.mkdir()
-        server = TusServer(tmp_path / f"uploads-{n}", logs, *args)
-        started.append(server)
-        return server
+        if args not in started:
+            directory = tmp_path_factory.mktemp("twist-tus")
+            started[args] = TusServer(directory / "uploads", directory, *args)
+        return started[args]
 
     yield start
-    for server in started:
+    for server in started.values():
         server.stop()
+    for server in started.values():
         server.assert_clean_log()
 
 

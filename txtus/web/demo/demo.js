@@ -143,6 +143,7 @@
       this.offset = 0;
       this.xhr = null;
       this.run = 0;        // which start() is current; older ones stop
+      this.cancelled = false;
       this.progress = el('progress', { max: Math.max(file.size, 1), value: 0 });
       this.status = el('span', { className: 'status' });
       this.buttons = {
@@ -209,6 +210,11 @@
       if (response.status !== 201) throw new Error('the server refused the upload: ' + await refusal(response));
       this.url = new URL(response.headers.get('Location'), endpoint).href;
       this.offset = 0;
+      if (this.cancelled) {
+        // Cancel was pressed while the upload was being created.
+        await discard(this.url);
+        return;
+      }
       active.add(this.url);
       remember({ url: this.url, fingerprint: print, name: this.file.name, size: this.file.size,
                  done: false, at: Date.now() });
@@ -263,6 +269,7 @@
     }
 
     async cancel() {
+      this.cancelled = true;
       this.stop();
       this.row.remove();
       if (this.url !== null) {
