@@ -292,13 +292,15 @@ class Conn:
     One client connection following a plan: C{pieces} are C{(delay, bytes)}
     sent C{delay} seconds after the previous piece went out (after the
     connection, for the first; the connection itself is made C{connect_after}
-    seconds after L{run} starts); then C{end}: C{"read"} (wait for the
+    seconds after L{run} starts, to C{port} if set, else to L{run}'s); then
+    C{end}: C{"read"} (wait for the
     server to close), C{"close"} (FIN at once) or C{"reset"} (RST at once).
     """
 
     pieces: list[tuple[float, bytes]]
     end: str = "read"
     connect_after: float = 0.0
+    port: int | None = None
     received: bytes = b""
     sent: int = 0
     send_error: int | None = None
@@ -340,7 +342,7 @@ def run(port: int, conns: list[Conn], timeout: float = WAIT) -> None:
         sock = socket.socket()
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(("127.0.0.1", port))
+        err = sock.connect_ex(("127.0.0.1", conn.port or port))
         assert err in (0, errno.EINPROGRESS), os.strerror(err)
         conn.sock = sock
         conn.started_at = now = time.monotonic()

@@ -6,7 +6,8 @@ is a deliberate one (and every export really is importable and documented).
 import txtus
 
 PUBLIC = {
-    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "StoreComposer",
+    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "RedisLocker",
+    "StoreComposer",
     "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
     "make_service", "make_site", "mount",
 }
@@ -25,6 +26,6 @@ def test_every_export_exists_and_says_why():
 def test_every_shipped_store_and_locker_can_use_in_a_composer(tmp_path):
     composer = txtus.StoreComposer()
     for component in (txtus.FileStore(str(tmp_path)), txtus.MemoryStore(),
-                      txtus.MemoryLocker(), txtus.FileLocker(str(tmp_path))):
+                      txtus.MemoryLocker(), txtus.FileLocker(str(tmp_path)), txtus.RedisLocker()):
         component.use_in(composer)
     assert composer.core is not None and composer.locker is not None

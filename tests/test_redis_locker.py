@@ -268,3 +268,26 @@ async def test_a_lock_taken_by_an_unanswered_acquisition_is_not_stuck(make_locke
     await got((await got(one.lock("a", Holder()))).unlock())
     await got((await got(other.lock("b", Holder()))).unlock())
     assert redis_server.command("EXISTS", redis_prefix + "lock:b") == b":0\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_asks_holders_to_let_go(redis_server, redis_prefix):
+    """A graceful stop frees its uploads at once, not after the lease."""
+    locker = RedisLocker(redis_server.url, key_prefix=redis_prefix, reactor=reactor, shutdown_timeout=0.5)
+    locker.startService()
+    await ready(locker)
+    box: dict = {}
+    polite = Holder()
+
+    def let_go() -> None:
+        polite()
+        box["lock"].unlock()
+
+    box["lock"] = await got(locker.lock("a", let_go))
+    stubborn = Holder()
+    await got(locker.lock("b", stubborn))
+    await got(locker.stopService())
+    assert (polite.asked, stubborn.asked) == (1, 1)
+    assert redis_server.command("EXISTS", redis_prefix + "lock:a") == b":0\r\n"
+    # The stubborn one's lease runs out by itself.
+    assert redis_server.command("EXISTS", redis_prefix + "lock:b") == b":1\r\n"

@@ -12,6 +12,7 @@ from txtus.lockers.file import FileLocker
 from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers.memory import MemoryLocker
+from txtus.lockers.redis import RedisLocker
 from txtus.stores.memory import MemoryStore
 from txtus.web.demo import DemoPage
 from txtus.web.resource import TusResource
@@ -25,6 +26,7 @@ __all__ = [
     "FileStore",
     "MemoryLocker",
     "MemoryStore",
+    "RedisLocker",
     "StoreComposer",
     "TusConfig",
     "TusError",

@@ -1,0 +1,231 @@
+"""
+Several C{twist tus} processes, one storage, one Redis (docs/deployment.md):
+real processes on their own loopback ports, C{--locker redis} on a real
+redis-server, the same C{--path}; clients that never talk to the same
+process twice in a row, as behind a load balancer without sticky sessions.
+
+- A PATCH stalled on one process is interrupted (keeping its bytes) by a
+  HEAD or PATCH arriving at another.
+- Uploads go through the three processes in turns: each PATCH to the next
+  process, bodies cut mid-way resumed on another process, one process
+  killed with SIGKILL mid-upload (its uploads finished on the others once
+  its leases run out), clients on different processes racing on one
+  upload.  Every byte is checked at the end, read back through GET.
+
+Bounded: a few MiB in all, each wait bounded by faultkit's deadlines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from faultkit import (
+    Conn,
+    TwistProcess,
+    call,
+    create,
+    head,
+    parse_reply,
+    patch,
+    patch_request,
+    run,
+    target,
+    wait_until,
+)
+
+SEED = int(os.environ.get("TXTUS_FAULT_SEED", "4242"))
+KiB = 1024
+LEASE = 2.0  # --redis-lock-lease: how long a killed process's uploads stay locked
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server, redis_prefix):
+    """Call with a count: that many C{twist tus --locker redis} on one --path; stopped after."""
+    started: list[TwistProcess] = []
+
+    def start(count: int) -> list[TwistProcess]:
+        for n in range(count):
+            log_dir = tmp_path / f"server{n}"
+            log_dir.mkdir()
+            started.append(TwistProcess(
+                tmp_path / "uploads", log_dir, "--locker", "redis", "--redis-url", redis_server.url,
+                "--redis-key-prefix", redis_prefix, "--redis-lock-lease", str(LEASE)))
+        return started
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def download(server: TwistProcess, upload_id: str) -> bytes:
+    reply = call(server.port, b"GET", target(upload_id))
+    assert reply.status == 200, reply
+    return reply.body
+
+
+def offset_of(server: TwistProcess, upload_id: str) -> int:
+    offset = head(server.port, upload_id).offset
+    assert offset is not None
+    return offset
+
+
+# Lock release between two processes --------------------------------------
+
+def _stalled_patch(server: TwistProcess, upload_id: str, data: bytes, sent: int) -> socket.socket:
+    """A PATCH announcing all of C{data} that sends C{sent} bytes and stalls."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(patch_request(upload_id, 0, data[:sent], length=len(data)))
+    wait_until(lambda: server.stored_size(upload_id) == sent, "the stalled PATCH's bytes to be stored")
+    return sock
+
+
+def _answer(sock: socket.socket):
+    raw = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        raw += data
+    sock.close()
+    return parse_reply(raw)
+
+
+@pytest.mark.parametrize("verb", ["HEAD", "PATCH"])
+def test_request_on_one_process_interrupts_a_stalled_patch_on_another(cluster, verb: str) -> None:
+    holder, other = cluster(2)
+    data = random.Random(SEED).randbytes(200 * KiB)
+    upload_id = create(holder.port, len(data))
+    sock = _stalled_patch(holder, upload_id, data, 50 * KiB)
+    try:
+        if verb == "HEAD":
+            assert offset_of(other, upload_id) == 50 * KiB
+        reply = patch(other.port, upload_id, 50 * KiB, data[50 * KiB:])
+        assert reply.status == 204, reply
+        assert reply.offset == len(data)
+        interrupted = _answer(sock)
+    finally:
+        sock.close()
+    assert interrupted is not None and interrupted.status == 400, interrupted
+    assert interrupted.body.startswith(b"ERR_UPLOAD_INTERRUPTED")
+    assert download(holder, upload_id) == data
+    for server in (holder, other):
+        server.assert_clean_log()
+
+
+# Three processes, uploads in turns -----------------------------------------
+
+def test_three_processes_share_uploads(cluster) -> None:
+    rng = random.Random(SEED + 7)
+    servers = cluster(3)
+    turns = itertools.cycle(range(3))
+
+    def next_server(alive: list[TwistProcess] = servers) -> TwistProcess:
+        while True:
+            server = servers[next(turns)]
+            if server in alive:
+                return server
+
+    sources = [rng.randbytes(rng.randrange(300 * KiB, 700 * KiB)) for _ in range(6)]
+    uploads = [create(next_server().port, len(source)) for source in sources]
+    piece = 48 * KiB
+
+    # 1. Each PATCH to the next process.
+    for upload_id, source in zip(uploads, sources):
+        offset = 0
+        for _ in range(3):
+            reply = patch(next_server().port, upload_id, offset, source[offset:offset + piece])
+            assert reply.status == 204, reply
+            assert reply.offset == offset + piece
+            offset = reply.offset
+
+    # 2. Bodies cut mid-way (FIN or RST), resumed on another process.
+    for n, (upload_id, source) in enumerate(zip(uploads, sources)):
+        server = next_server()
+        offset = offset_of(server, upload_id)
+        sent = rng.randrange(1, 2 * piece)
+        request = patch_request(upload_id, offset, source[offset:offset + sent], length=len(source) - offset)
+        conn = Conn([(0, request)], end="reset" if n % 2 else "close")
+        run(server.port, [conn])
+        # Whatever the cut process kept is a prefix of what was sent: the
+        # next process resumes from there.
+        resumed = next_server()
+        kept = offset_of(resumed, upload_id)
+        assert offset <= kept <= offset + sent
+        # The cut body may still be on its way into the first process (the
+        # client closed; the server reads what was sent): a 409 says where
+        # the upload stands now, as tus clients expect.
+        for _ in range(3):
+            reply = patch(resumed.port, upload_id, kept, source[kept:kept + piece])
+            if reply.status != 409:
+                break
+            assert reply.offset is not None and kept < reply.offset <= offset + sent
+            kept = reply.offset
+        assert reply.status == 204, reply
+
+    # 3. One process killed mid-upload; the others finish its uploads.
+    victim = servers[2]
+    stalled = []
+    for upload_id, source in zip(uploads[:3], sources[:3]):
+        offset = offset_of(victim, upload_id)
+        sock = socket.create_connection(("127.0.0.1", victim.port), timeout=10)
+        sock.sendall(patch_request(upload_id, offset, source[offset:offset + piece], length=len(source) - offset))
+        stalled.append((sock, upload_id, offset))
+    for sock, upload_id, offset in stalled:
+        wait_until(lambda: victim.stored_size(upload_id) >= offset + piece, "the victim to store its bytes")
+    victim.kill9()
+    for sock, _, _ in stalled:
+        sock.close()
+    alive = servers[:2]
+    for upload_id, source in zip(uploads[:3], sources[:3]):
+        # Its locks are held until their lease runs out: the request waits
+        # (within --acquire-lock-timeout) instead of failing.
+        assert offset_of(next_server(alive), upload_id) >= piece
+
+    # 4. Clients on different processes racing on one upload: whatever
+    # lands is a prefix of exactly one racer's body.
+    racing_id, racing_source = uploads[3], bytearray(sources[3])
+    for round_number in range(4):
+        offset = offset_of(next_server(alive), racing_id)
+        bodies = [rng.randbytes(min(2 * piece, len(racing_source) - offset)) for _ in range(2)]
+        conns = []
+        for body, server in zip(bodies, alive):
+            # Both requests' headers first, then their bodies in pieces a
+            # few milliseconds apart: both are under way at once.
+            request = patch_request(racing_id, offset, body)
+            headers = request[:request.index(b"\r\n\r\n") + 4]
+            cuts = sorted(rng.sample(range(1, len(body)), 7))
+            parts = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+            conns.append(Conn([(0, headers), (0.1, parts[0])] + [(rng.random() * 0.02, part) for part in parts[1:]],
+                              port=server.port))
+        run(alive[0].port, conns)
+        now = offset_of(next_server(alive), racing_id)
+        added = download(next_server(alive), racing_id)[offset:]
+        assert len(added) == now - offset
+        writers = [body for body in bodies if body[:len(added)] == added]
+        assert writers, "the bytes of one round are not a prefix of any one racer's body"
+        racing_source[offset:now] = added
+        for conn in conns:
+            reply = conn.reply
+            assert reply is not None, conn
+            assert reply.status in (204, 400, 409), reply
+        if now == len(racing_source):
+            break
+    sources[3] = bytes(racing_source)
+
+    # 5. Every upload finished on the survivors, in turns; every byte checked.
+    for upload_id, source in zip(uploads, sources):
+        offset = offset_of(next_server(alive), upload_id)
+        while offset < len(source):
+            reply = patch(next_server(alive).port, upload_id, offset, source[offset:offset + 4 * piece])
+            assert reply.status == 204, reply
+            offset = reply.offset
+        for server in alive:
+            assert download(server, upload_id) == source
+    for server in alive:
+        server.assert_clean_log()
