@@ -16,7 +16,9 @@ from twisted.internet.interfaces import IConsumer
 from txtus import StoreComposer, errors
 from txtus.stores.file import FileChunkWriter, FileStore
 from txtus.info import UploadInfo
-from txtus.interfaces import IChunkWriter, IDataStore, IStagedChunkWriter, IUpload, IUploadIdValidator
+from txtus.interfaces import (
+    IChunkStager, IChunkWriter, IDataStore, IStagedChunkWriter, IUpload, IUploadIdValidator,
+)
 from txtus.stores.memory import MemoryStore
 from tests.s3servers import make_s3_store
 
@@ -74,8 +76,17 @@ async def read_all(store, upload, start=0, length=None) -> bytes:
 def test_use_in_fills_every_slot(store):
     composer = StoreComposer()
     store.use_in(composer)
-    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister", "stager"):
+    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister"):
         assert getattr(composer, slot) is store
+    # Staging is a capability: declared (and then used) or not at all.
+    assert composer.stager is (store if IChunkStager.providedBy(store) else None)
+
+
+def stager(store):
+    """The store's IChunkStager, or skip: the store does not declare one."""
+    if not IChunkStager.providedBy(store):
+        pytest.skip(f"{type(store).__name__} does not stage chunks (no IChunkStager)")
+    return store
 
 
 def test_composer_refuses_what_does_not_provide_the_interface():
@@ -97,6 +108,10 @@ async def test_create_and_get(store):
     assert (info.id, info.size, info.offset) == (upload.id, 10, 0)
     assert info.metadata == {"name": "x", "empty": "", "odd": "\udcff"}
     assert upload.id in await store.list_upload_ids()
+    # The server accepts, in a URL, every ID the store makes.
+    composer = StoreComposer()
+    store.use_in(composer)
+    assert composer.is_valid_upload_id(upload.id)
 
 
 @pytest_twisted.ensureDeferred
@@ -121,7 +136,7 @@ async def test_chunks_append_and_commit_reports_offset(store):
 async def test_rollback_discards_the_whole_chunk(store):
     upload = await store.new_upload(UploadInfo(size=20))
     await write_chunk(upload, 0, b"keep")
-    writer = await store.open_staged_chunk(upload, 4)
+    writer = await stager(store).open_staged_chunk(upload, 4)
     assert IStagedChunkWriter.providedBy(writer)
     writer.write(b"discard")
     writer.write(b" me")
@@ -192,7 +207,7 @@ async def test_get_info_returns_a_copy(store):
 async def test_staged_chunk_is_invisible_until_commit(store):
     a = await store.new_upload(UploadInfo(size=6, is_partial=True))
     await write_chunk(a, 0, b"abc")
-    writer = await store.open_staged_chunk(a, 3)
+    writer = await stager(store).open_staged_chunk(a, 3)
     writer.write(b"def")
     # By no path: offset, download, concatenation.
     assert (await a.get_info()).offset == 3
@@ -208,7 +223,7 @@ async def test_staged_chunk_is_invisible_until_commit(store):
 @pytest_twisted.ensureDeferred
 async def test_abort_discards_a_staged_chunk_and_never_raises(store):
     upload = await store.new_upload(UploadInfo(size=10))
-    writer = await store.open_staged_chunk(upload, 0)
+    writer = await stager(store).open_staged_chunk(upload, 0)
     writer.write(b"unverified")
     assert await writer.abort() is None
     assert await writer.abort() is None  # again: a no-op
@@ -224,12 +239,16 @@ async def test_abort_of_a_plain_chunk_keeps_a_counted_prefix(store):
     assert await writer.abort() is None
     offset = (await upload.get_info()).offset
     assert offset in (0, 5)
-    assert await read_all(store, upload) == b"hello"[:offset]
     with pytest.raises(RuntimeError):
         await writer.commit()
-    committed = await upload.open_chunk(offset)
-    await committed.commit()
-    assert await committed.abort() is None  # after commit: a no-op
+    # The offset counts exactly what was kept: resuming from it gives the
+    # whole upload back.
+    rest = await upload.open_chunk(offset)
+    rest.write(b"helloworld"[offset:])
+    assert await rest.commit() == 10
+    assert await rest.abort() is None  # after commit: a no-op
+    await upload.finish()
+    assert await read_all(store, upload) == b"helloworld"
 
 
 @pytest_twisted.ensureDeferred
@@ -390,7 +409,7 @@ async def test_file_store_drops_a_partial_copy_whose_staging_file_is_lost(tmp_pa
 async def test_file_store_sweeps_stale_crash_leftovers_only(tmp_path):
     store = FileStore(str(tmp_path))
     upload = await store.new_upload(UploadInfo(size=10))
-    writer = await store.open_staged_chunk(upload, 0)
+    writer = await stager(store).open_staged_chunk(upload, 0)
     writer.write(b"abc")
     old = [f"{upload.id}.0123456789abcdef.staged", f"{upload.id}.info.0badf00d.tmp"]
     for name in old:

@@ -52,6 +52,7 @@ from txtus.interfaces import (
     IReader,
     ITerminater,
     IUpload,
+    IUploadIdValidator,
     IUploadLister,
 )
 from txtus.stores.s3.client import Part, S3Client, S3Error, S3Unavailable
@@ -104,7 +105,7 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator)
 class S3Store:
     """
     @param client: the L{S3Client} for the bucket.
@@ -364,7 +365,8 @@ class S3Upload:
 
     async def _get_info(self) -> UploadInfo:
         state = await self.store.state(self.id)
-        return self.info.copy(offset=state.offset)
+        # Completed multipart upload = finish() done (IUpload.get_info).
+        return self.info.copy(offset=state.offset, finished=state.finished_size is not None)
 
     def open_chunk(self, offset: int) -> Deferred:
         return _deferred(self._open_chunk(offset))
