@@ -457,7 +457,14 @@ class FileUpload:
             except FileNotFoundError:
                 raise errors.UploadNotFound() from None
 
-        return self.store.recover(self.id).addCallback(size).addErrback(_as_tus_error)
+        def unusable(failure: Any) -> Any:
+            if failure.check(OSError) and not failure.check(FileNotFoundError):
+                # A directory, a symlink or an unreadable file where the
+                # data should be: the operator needs to see which upload.
+                log.failure("upload {upload_id}: its data file cannot be used", failure, upload_id=self.id)
+            return _as_tus_error(failure)
+
+        return self.store.recover(self.id).addCallback(size).addErrback(unusable)
 
     def get_info(self) -> Deferred:
         return self._size().addCallback(lambda offset: self.info.copy(offset=offset))
