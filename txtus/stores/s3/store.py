@@ -52,6 +52,7 @@ from txtus.interfaces import (
     IReader,
     ITerminater,
     IUpload,
+    IUploadIdValidator,
     IUploadLister,
 )
 from txtus.stores.s3.client import Part, S3Client, S3Error, S3Unavailable
@@ -104,7 +105,7 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator)
 class S3Store:
     """
     @param client: the L{S3Client} for the bucket.
