@@ -11,6 +11,7 @@ once without threads.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import selectors
@@ -19,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,17 +45,43 @@ def wait_until(predicate: Any, what: str, timeout: float = WAIT) -> Any:
         time.sleep(0.01)
 
 
+def wait_read(sock: socket.socket, timeout: float = WAIT) -> None:
+    """
+    Wait until the server has read every byte sent on C{sock}: none left in
+    this side's send queue, none waiting in the server socket's receive
+    queue (Linux: C{SIOCOUTQ} and C{/proc/net/tcp}).  Whatever store it
+    writes to, a body's bytes are then in the server's hands.
+    """
+    client_port, server_port = sock.getsockname()[1], sock.getpeername()[1]
+
+    def drained() -> bool:
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if unsent:
+            return False
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                        and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                    return int(fields[4].split(":")[1], 16) == 0
+        return False
+
+    wait_until(drained, "the server to read what was sent", timeout)
+
+
 class TwistProcess:
     """
     C{twist tus --path <path>} on an ephemeral loopback port, logging to a
-    file per start (C{server-<n>.log}) in C{log_dir}.  L{restart} starts a
-    new process with the same options on the same directory.
+    file per start (C{server-<n>.log}) in C{log_dir}, with C{env} added to
+    its environment.  L{restart} starts a new process with the same options
+    on the same directory.
     """
 
-    def __init__(self, path: Path, log_dir: Path, *args: str) -> None:
+    def __init__(self, path: Path, log_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.log_dir = Path(log_dir)
         self.args = args
+        self.env = env or {}
         self.starts = 0
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -79,7 +107,8 @@ class TwistProcess:
         assert self.process is None or self.process.poll() is not None
         self.starts += 1
         log = self._log(self.starts)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                   **self.env)
         self._stderr = open(self.log_dir / f"server-{self.starts}.stderr", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "twisted", "--log-file", str(log), "--log-format", "text",

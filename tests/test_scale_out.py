@@ -1,8 +1,10 @@
 """
 Several C{twist tus} processes, one storage, one Redis (docs/deployment.md):
 real processes on their own loopback ports, C{--locker redis} on a real
-redis-server, the same C{--path}; clients that never talk to the same
-process twice in a row, as behind a load balancer without sticky sessions.
+redis-server, and one storage: the same C{--path} (file store), or one S3
+bucket on moto's server with signatures checked (S3 store); clients that
+never talk to the same process twice in a row, as behind a load balancer
+without sticky sessions.
 
 - A PATCH stalled on one process is interrupted (keeping its bytes) by a
   HEAD or PATCH arriving at another.
@@ -12,7 +14,7 @@ process twice in a row, as behind a load balancer without sticky sessions.
   its leases run out), clients on different processes racing on one
   upload.  Every byte is checked at the end, read back through GET.
 
-Bounded: a few MiB in all, each wait bounded by faultkit's deadlines.
+Bounded: about 10 MiB in all, each wait bounded by faultkit's deadlines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import random
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,7 @@ from faultkit import (
     patch_request,
     run,
     target,
+    wait_read,
     wait_until,
 )
 
@@ -44,23 +48,49 @@ KiB = 1024
 LEASE = 2.0  # --redis-lock-lease: how long a killed process's uploads stay locked
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server, redis_prefix):
-    """Call with a count: that many C{twist tus --locker redis} on one --path; stopped after."""
-    started: list[TwistProcess] = []
+class Cluster:
+    """The processes of one test and their storage (C{storage}: file or s3)."""
 
-    def start(count: int) -> list[TwistProcess]:
-        for n in range(count):
-            log_dir = tmp_path / f"server{n}"
+    def __init__(self, tmp_path: Path, storage: str, redis: Any, redis_prefix: str, s3: Any) -> None:
+        self.tmp_path = tmp_path
+        self.storage = storage
+        self.redis = redis
+        self.redis_prefix = redis_prefix
+        self.args = ["--locker", "redis", "--redis-url", redis.url, "--redis-key-prefix", redis_prefix,
+                     "--redis-lock-lease", str(LEASE)]
+        self.env: dict[str, str] = {}
+        if storage == "s3":
+            self.args += ["--s3-bucket", s3.bucket, "--s3-endpoint", s3.endpoint, "--s3-region", s3.region,
+                          "--s3-prefix", redis_prefix.replace(":", "/")]
+            self.env = {"AWS_ACCESS_KEY_ID": s3.credentials.access_key,
+                        "AWS_SECRET_ACCESS_KEY": s3.credentials.secret_key,
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials-file")}
+        self.servers: list[TwistProcess] = []
+
+    def start(self, count: int) -> list[TwistProcess]:
+        for _ in range(count):
+            log_dir = self.tmp_path / f"server{len(self.servers)}"
             log_dir.mkdir()
-            started.append(TwistProcess(
-                tmp_path / "uploads", log_dir, "--locker", "redis", "--redis-url", redis_server.url,
-                "--redis-key-prefix", redis_prefix, "--redis-lock-lease", str(LEASE)))
-        return started
+            self.servers.append(TwistProcess(self.tmp_path / "uploads", log_dir, *self.args, env=self.env))
+        return self.servers
 
-    yield start
-    for server in started:
-        server.stop()
+    def wait_locked(self, upload_id: str) -> None:
+        """Until some process holds the upload's lock (its key is in Redis)."""
+        key = f"{self.redis_prefix}lock:{upload_id}"
+        wait_until(lambda: self.redis.command("EXISTS", key) == b":1\r\n", "the upload to be locked")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(params=["file", "s3"])
+def cluster(request, tmp_path: Path, redis_server, redis_prefix):
+    """Call with a count: that many C{twist tus --locker redis} on one storage; stopped after."""
+    s3 = request.getfixturevalue("moto_server") if request.param == "s3" else None
+    cluster = Cluster(tmp_path, request.param, redis_server, redis_prefix, s3)
+    yield cluster
+    cluster.stop()
 
 
 def download(server: TwistProcess, upload_id: str) -> bytes:
@@ -77,11 +107,19 @@ def offset_of(server: TwistProcess, upload_id: str) -> int:
 
 # Lock release between two processes --------------------------------------
 
-def _stalled_patch(server: TwistProcess, upload_id: str, data: bytes, sent: int) -> socket.socket:
-    """A PATCH announcing all of C{data} that sends C{sent} bytes and stalls."""
+def _stalled_patch(cluster: Cluster, server: TwistProcess, upload_id: str, data: bytes,
+                   sent: int) -> socket.socket:
+    """
+    A PATCH announcing all of C{data} that sends C{sent} bytes and stalls.
+    The bytes go out once it holds the lock and is reading its body, so
+    once the server has read them they are in the store's hands (an S3
+    store holds a tail below its part size in memory).
+    """
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(patch_request(upload_id, 0, data[:sent], length=len(data)))
-    wait_until(lambda: server.stored_size(upload_id) == sent, "the stalled PATCH's bytes to be stored")
+    sock.sendall(patch_request(upload_id, 0, b"", length=len(data)))
+    cluster.wait_locked(upload_id)
+    sock.sendall(data[:sent])
+    wait_read(sock)
     return sock
 
 
@@ -98,10 +136,10 @@ def _answer(sock: socket.socket):
 
 @pytest.mark.parametrize("verb", ["HEAD", "PATCH"])
 def test_request_on_one_process_interrupts_a_stalled_patch_on_another(cluster, verb: str) -> None:
-    holder, other = cluster(2)
+    holder, other = cluster.start(2)
     data = random.Random(SEED).randbytes(200 * KiB)
     upload_id = create(holder.port, len(data))
-    sock = _stalled_patch(holder, upload_id, data, 50 * KiB)
+    sock = _stalled_patch(cluster, holder, upload_id, data, 50 * KiB)
     try:
         if verb == "HEAD":
             assert offset_of(other, upload_id) == 50 * KiB
@@ -122,7 +160,7 @@ def test_request_on_one_process_interrupts_a_stalled_patch_on_another(cluster, v
 
 def test_three_processes_share_uploads(cluster) -> None:
     rng = random.Random(SEED + 7)
-    servers = cluster(3)
+    servers = cluster.start(3)
     turns = itertools.cycle(range(3))
 
     def next_server(alive: list[TwistProcess] = servers) -> TwistProcess:
@@ -131,7 +169,9 @@ def test_three_processes_share_uploads(cluster) -> None:
             if server in alive:
                 return server
 
-    sources = [rng.randbytes(rng.randrange(300 * KiB, 700 * KiB)) for _ in range(6)]
+    # The last one crosses S3's smallest part size (5 MiB).
+    sources = [rng.randbytes(rng.randrange(300 * KiB, 700 * KiB)) for _ in range(5)]
+    sources.append(rng.randbytes(6 * 1024 * KiB + 123))
     uploads = [create(next_server().port, len(source)) for source in sources]
     piece = 48 * KiB
 
@@ -176,8 +216,8 @@ def test_three_processes_share_uploads(cluster) -> None:
         sock = socket.create_connection(("127.0.0.1", victim.port), timeout=10)
         sock.sendall(patch_request(upload_id, offset, source[offset:offset + piece], length=len(source) - offset))
         stalled.append((sock, upload_id, offset))
-    for sock, upload_id, offset in stalled:
-        wait_until(lambda: victim.stored_size(upload_id) >= offset + piece, "the victim to store its bytes")
+    for sock, _, _ in stalled:
+        wait_read(sock)
     victim.kill9()
     for sock, _, _ in stalled:
         sock.close()
@@ -187,12 +227,16 @@ def test_three_processes_share_uploads(cluster) -> None:
         # (within --acquire-lock-timeout) instead of failing.
         assert offset_of(next_server(alive), upload_id) >= piece
 
-    # 4. Clients on different processes racing on one upload: whatever
-    # lands is a prefix of exactly one racer's body.
-    racing_id, racing_source = uploads[3], bytearray(sources[3])
-    for round_number in range(4):
+    # 4. Clients on different processes racing on one upload: what each
+    # round adds must be a prefix of exactly one racer's body (checked at
+    # the end: an S3 store serves only finished uploads).
+    racing_id = uploads[3]
+    rounds = []
+    for _ in range(4):
         offset = offset_of(next_server(alive), racing_id)
-        bodies = [rng.randbytes(min(2 * piece, len(racing_source) - offset)) for _ in range(2)]
+        if offset == len(sources[3]):
+            break
+        bodies = [rng.randbytes(min(2 * piece, len(sources[3]) - offset)) for _ in range(2)]
         conns = []
         for body, server in zip(bodies, alive):
             # Both requests' headers first, then their bodies in pieces a
@@ -204,28 +248,38 @@ def test_three_processes_share_uploads(cluster) -> None:
             conns.append(Conn([(0, headers), (0.1, parts[0])] + [(rng.random() * 0.02, part) for part in parts[1:]],
                               port=server.port))
         run(alive[0].port, conns)
-        now = offset_of(next_server(alive), racing_id)
-        added = download(next_server(alive), racing_id)[offset:]
-        assert len(added) == now - offset
-        writers = [body for body in bodies if body[:len(added)] == added]
-        assert writers, "the bytes of one round are not a prefix of any one racer's body"
-        racing_source[offset:now] = added
         for conn in conns:
             reply = conn.reply
             assert reply is not None, conn
             assert reply.status in (204, 400, 409), reply
-        if now == len(racing_source):
-            break
-    sources[3] = bytes(racing_source)
+        rounds.append((offset, offset_of(next_server(alive), racing_id), bodies))
+    raced_from = rounds[0][0]
+    raced_to = rounds[-1][1]
 
-    # 5. Every upload finished on the survivors, in turns; every byte checked.
+    # 5. Every upload finished on the survivors, in turns (the racing one
+    # with bytes of its own after the race); every byte checked.
+    tail = rng.randbytes(len(sources[3]) - raced_to)
     for upload_id, source in zip(uploads, sources):
         offset = offset_of(next_server(alive), upload_id)
+        if upload_id == racing_id:
+            source = b"\0" * raced_to + tail  # the raced bytes are checked below
         while offset < len(source):
-            reply = patch(next_server(alive).port, upload_id, offset, source[offset:offset + 4 * piece])
+            half = max(piece, (len(source) - offset + 1) // 2)
+            reply = patch(next_server(alive).port, upload_id, offset, source[offset:offset + half])
             assert reply.status == 204, reply
             offset = reply.offset
+    for upload_id, source in zip(uploads, sources):
         for server in alive:
-            assert download(server, upload_id) == source
+            stored = download(server, upload_id)
+            if upload_id != racing_id:
+                assert stored == source
+                continue
+            assert len(stored) == len(source)
+            assert stored[:raced_from] == source[:raced_from]
+            for start, end, bodies in rounds:
+                added = stored[start:end]
+                assert any(body[:len(added)] == added for body in bodies), \
+                    "the bytes of one round are not a prefix of any one racer's body"
+            assert stored[raced_to:] == tail
     for server in alive:
         server.assert_clean_log()

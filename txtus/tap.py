@@ -163,7 +163,7 @@ class Options(usage.Options):
         from txtus.stores.s3 import config as s3config
         from txtus.stores.s3.store import MIN_PART_SIZE
         if self["locker"] == "file":
-            raise usage.UsageError("--locker file locks files in --path; with --s3-bucket use --locker memory")
+            raise usage.UsageError("--locker file locks files in --path; with --s3-bucket use --locker memory (one process) or --locker redis (several)")
         try:
             self["s3-part-size"] = parse_size(self["s3-part-size"])
         except ValueError as e:
