@@ -288,6 +288,7 @@
   // The page ----------------------------------------------------------------
 
   async function describeServer() {
+    $('endpoint').textContent = endpoint;  // absolute: what a tus client needs
     try {
       const response = await fetch(endpoint, { method: 'OPTIONS', cache: 'no-store' });
       if (!response.ok) {
