@@ -71,7 +71,8 @@ class HTTPRequest:
             header.setdefault(key, []).extend(v.decode("latin-1") for v in values)
         address = request.getClientAddress()
         host = getattr(address, "host", None)
-        remote = f"{host}:{getattr(address, 'port', 0)}" if host is not None else str(address)
+        # A UNIX socket's peer usually has no name: tusd sends "@" there.
+        remote = f"{host}:{getattr(address, 'port', 0)}" if host is not None else "@"
         return cls(request.method.decode("latin-1"), request.uri.decode("latin-1"), remote, header)
 
     def to_dict(self) -> dict[str, Any]:
