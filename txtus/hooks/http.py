@@ -77,11 +77,14 @@ class HttpHooks:
                 raise errors.HookInvalidResponse(
                     f"the {request.type} hook endpoint answered with more than {self.size_limit} bytes") from None
             except _NETWORK_ERRORS as e:
-                problem = f"could not be reached ({type(e).__name__})"
+                timed_out = isinstance(e, TimeoutError)
+                problem = (f"did not answer within {self.timeout:g} s" if timed_out
+                           else f"could not be reached ({type(e).__name__})")
             else:
                 if 200 <= status < 300:
                     return self._parse(request, content_type, answer)
                 problem = f"answered {status}"
+                timed_out = False
                 if status < 500:
                     break
             if attempt >= self.retries:
@@ -91,13 +94,26 @@ class HttpHooks:
             log.info("{event} hook endpoint {problem}; retry {attempt} in {delay:g} s", event=request.type,
                      problem=problem, attempt=attempt, delay=delay)
             await deferLater(self._reactor, delay, lambda: None)
-        raise errors.HookFailed(f"the {request.type} hook endpoint {problem}")
+        failed = errors.HookTimeout if timed_out else errors.HookFailed
+        raise failed(f"the {request.type} hook endpoint {problem}")
 
     async def _attempt(self, body: bytes, headers: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
         attempt = ensureDeferred(self._exchange(body, headers))
-        if self.timeout:
-            attempt.addTimeout(self.timeout, self._reactor)
-        return await attempt
+        if not self.timeout:
+            return await attempt
+        # Cancelling the exchange surfaces as whatever the agent makes of it
+        # (ResponseNeverReceived...), so remember that the clock did it.
+        expired: list[bool] = []
+        call = self._reactor.callLater(self.timeout, lambda: (expired.append(True), attempt.cancel()))
+        try:
+            return await attempt
+        except Exception:
+            if expired:
+                raise TimeoutError() from None
+            raise
+        finally:
+            if call.active():
+                call.cancel()
 
     async def _exchange(self, body: bytes, headers: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
         response = await self._client.post(self.url, data=body, headers=headers)
