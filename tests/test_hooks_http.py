@@ -9,14 +9,17 @@ leaves the upload's data intact.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.web.server import Site
 
-from faultkit import wait_until
-from hookkit import HANG, Address, Answer, answer, receiver, twist, wait_for_events  # noqa: F401 (fixtures)
+from faultkit import TwistProcess, wait_until
+from hookkit import HANG, Address, Answer, Receiver, answer, receiver, twist, wait_for_events  # noqa: F401 (fixtures)
 from tushttp import OCTET, TUS, connect, expect_error, header, text, wait_for
 
 UPLOAD_KEYS = {"ID", "Size", "SizeIsDeferred", "Offset", "MetaData", "IsPartial", "IsFinal",
@@ -224,26 +227,40 @@ async def test_5xx_is_retried_with_backoff(twist, receiver):
 
 
 FAILURES = {
-    # name: (policy, extra options, expected code)
-    "5xx": (lambda e: Answer(b"down", status=500, content_type=b"text/plain"), (), "ERR_HOOK_FAILED"),
-    "4xx": (lambda e: Answer(b"nope", status=404, content_type=b"text/plain"), (), "ERR_HOOK_FAILED"),
-    "hangs": (lambda e: HANG, ("--hooks-http-timeout", "0.3s", "--hooks-http-retry", "1"), "ERR_HOOK_TIMEOUT"),
-    "hangs-past-hooks-timeout": (lambda e: HANG, ("--hooks-timeout", "0.5s"), "ERR_HOOK_TIMEOUT"),
-    "not-json": (lambda e: Answer(b"<html>hi</html>"), (), "ERR_HOOK_INVALID_RESPONSE"),
-    "wrong-content-type": (lambda e: Answer(b"{}", content_type=b"text/html"), (), "ERR_HOOK_INVALID_RESPONSE"),
-    "no-content-type": (lambda e: Answer(b"{}", content_type=b""), (), "ERR_HOOK_INVALID_RESPONSE"),
-    "wrong-shape": (lambda e: answer({"RejectUpload": "yes"}), (), "ERR_HOOK_INVALID_RESPONSE"),
-    "too-large": (lambda e: answer({"HTTPResponse": {"Body": "x" * 10000}}), (), "ERR_HOOK_INVALID_RESPONSE"),
+    # name: (policy, expected code)
+    "5xx": (lambda e: Answer(b"down", status=500, content_type=b"text/plain"), "ERR_HOOK_FAILED"),
+    "4xx": (lambda e: Answer(b"nope", status=404, content_type=b"text/plain"), "ERR_HOOK_FAILED"),
+    "hangs": (lambda e: HANG, "ERR_HOOK_TIMEOUT"),
+    "not-json": (lambda e: Answer(b"<html>hi</html>"), "ERR_HOOK_INVALID_RESPONSE"),
+    "wrong-content-type": (lambda e: Answer(b"{}", content_type=b"text/html"), "ERR_HOOK_INVALID_RESPONSE"),
+    "no-content-type": (lambda e: Answer(b"{}", content_type=b""), "ERR_HOOK_INVALID_RESPONSE"),
+    "wrong-shape": (lambda e: answer({"RejectUpload": "yes"}), "ERR_HOOK_INVALID_RESPONSE"),
+    "too-large": (lambda e: answer({"HTTPResponse": {"Body": "x" * 10000}}), "ERR_HOOK_INVALID_RESPONSE"),
 }
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    """One receiver failing pre-finish as each upload's C{mode} metadata says, and its server."""
+    hooks = Receiver()
+    port = reactor.listenTCP(0, Site(hooks), interface="127.0.0.1")
+    hooks.url = f"http://127.0.0.1:{port.getHost().port}/hooks"
+    hooks.policy = lambda event: FAILURES[event["Event"]["Upload"]["MetaData"]["mode"]][0](event)
+    base = tmp_path_factory.mktemp("failing")
+    server = TwistProcess(base / "uploads", base, "--hooks-http", hooks.url, "--hooks-enabled-events", "pre-finish",
+                          "--hooks-http-retry", "1", "--hooks-http-timeout", "1s", "--hooks-http-backoff", "0.05s")
+    yield server
+    server.stop()
+    hooks.stop_hanging()
+    port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("failure", sorted(FAILURES))
-async def test_failing_receiver_is_a_clear_500_that_keeps_the_data(twist, receiver, failure):
-    policy, options, code = FAILURES[failure]
-    receiver.policy = lambda event: policy(event) if event["Type"] == "pre-finish" else None
-    server = start(twist, receiver, "--hooks-enabled-events", "pre-finish", "--hooks-http-retry", "2", *options)
-    response = await post(server, body=b"hel")
+async def test_failing_receiver_is_a_clear_500_that_keeps_the_data(failing, failure):
+    server, code = failing, FAILURES[failure][1]
+    mode = base64.b64encode(failure.encode()).decode()
+    response = await post(server, {"Upload-Metadata": f"mode {mode}"}, body=b"hel")
     location = header(response, "location")
     upload_id = location.rsplit("/", 1)[1]
     response = await patch(location, 3, b"lo")
@@ -255,6 +272,16 @@ async def test_failing_receiver_is_a_clear_500_that_keeps_the_data(twist, receiv
     wait_until(lambda: f"pre-finish hook for upload {upload_id} failed: {code}" in server.log_text(),
                "the failure to be logged")
     server.assert_clean_log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hanging_past_the_hooks_timeout(twist, receiver):
+    receiver.policy = lambda event: HANG
+    server = start(twist, receiver, "--hooks-timeout", "0.5s")
+    response = await post(server)
+    await expect_error(response, 500, "ERR_HOOK_TIMEOUT")
+    assert list(server.path.iterdir()) == []
+    assert len(receiver.events) == 1  # given up, not retried
 
 
 @pytest_twisted.ensureDeferred

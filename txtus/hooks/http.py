@@ -14,7 +14,7 @@ from typing import Any
 
 from treq.client import HTTPClient
 from treq.content import collect
-from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -60,9 +60,20 @@ class HttpHooks:
         self._client = HTTPClient(Agent(reactor, pool=self._pool))
 
     def invoke_hook(self, request: HookRequest) -> Deferred:
-        return ensureDeferred(self._invoke(request))
+        # Cancelling an attempt surfaces as whatever the agent makes of it
+        # (ResponseNeverReceived...), which must not be taken for a network
+        # failure to retry: the flag says the caller gave up.
+        cancelled: list[bool] = []
+        call = ensureDeferred(self._invoke(request, cancelled))
 
-    async def _invoke(self, request: HookRequest) -> HookResponse:
+        def cancel(outer: Deferred) -> None:
+            cancelled.append(True)
+            call.cancel()
+        outer: Deferred = Deferred(cancel)
+        call.chainDeferred(outer)
+        return outer
+
+    async def _invoke(self, request: HookRequest, cancelled: list[bool]) -> HookResponse:
         body = request.to_json()
         headers = {"Content-Type": ["application/json"]}
         for name in self.forward_headers:
@@ -77,6 +88,8 @@ class HttpHooks:
                 raise errors.HookInvalidResponse(
                     f"the {request.type} hook endpoint answered with more than {self.size_limit} bytes") from None
             except _NETWORK_ERRORS as e:
+                if cancelled:
+                    raise CancelledError() from None
                 timed_out = isinstance(e, TimeoutError)
                 problem = (f"did not answer within {self.timeout:g} s" if timed_out
                            else f"could not be reached ({type(e).__name__})")
@@ -94,6 +107,8 @@ class HttpHooks:
             log.info("{event} hook endpoint {problem}; retry {attempt} in {delay:g} s", event=request.type,
                      problem=problem, attempt=attempt, delay=delay)
             await deferLater(self._reactor, delay, lambda: None)
+            if cancelled:
+                raise CancelledError()
         failed = errors.HookTimeout if timed_out else errors.HookFailed
         raise failed(f"the {request.type} hook endpoint {problem}")
 
@@ -101,8 +116,6 @@ class HttpHooks:
         attempt = ensureDeferred(self._exchange(body, headers))
         if not self.timeout:
             return await attempt
-        # Cancelling the exchange surfaces as whatever the agent makes of it
-        # (ResponseNeverReceived...), so remember that the clock did it.
         expired: list[bool] = []
         call = self._reactor.callLater(self.timeout, lambda: (expired.append(True), attempt.cancel()))
         try:
