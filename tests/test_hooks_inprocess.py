@@ -254,3 +254,26 @@ def test_hook_functions_know_their_events():
     assert hooks.events == {"pre-request", "post-finish"}
     with pytest.raises(TypeError):
         HookFunctions(pre_upload=print)
+
+
+@pytest_twisted.ensureDeferred
+async def test_draft_requests_have_the_same_hooks(server_factory):
+    seen = []
+
+    def pre_create(request):
+        seen.append(request)
+        if request.upload.metadata:
+            return {"RejectUpload": True, "HTTPResponse": {"StatusCode": 403}}
+        return None
+    hooks = HookFunctions(pre_create=pre_create, pre_request=recorder(seen), post_finish=recorder(seen))
+    server = await server_factory(hooks=hooks, hook_events={"pre-create", "pre-request", "post-finish"})
+    draft = {"Upload-Draft-Interop-Version": "6", "Upload-Complete": "?1"}
+    response = await treq.post(server.url, b"hello", headers=draft)
+    await response.content()
+    assert response.code == 201
+    await wait_for(lambda: deferLater(reactor, 0, lambda: any(r.type == "post-finish" for r in seen)))
+    assert [r.type for r in seen][:2] == ["pre-request", "pre-create"]
+    assert next(r for r in seen if r.type == "post-finish").upload.offset == 5
+    response = await treq.post(server.url, b"hello", headers={**draft, "Upload-Metadata": "a Yg=="})
+    await response.content()
+    assert response.code == 403

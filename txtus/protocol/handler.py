@@ -359,8 +359,10 @@ class TusHandler:
         log.info("upload {upload_id} finished", upload_id=upload_id)
         if self.hooks.enabled(hook.PRE_FINISH) or self.hooks.enabled(hook.POST_FINISH):
             info = await upload.get_info()
-            if self.hooks.enabled(hook.PRE_FINISH) and request is not None:
-                request.txtus_finish_hook = await self.hooks.pre_finish(request, info)
+            if self.hooks.enabled(hook.PRE_FINISH):
+                finish_hook = await self.hooks.pre_finish(request, info)
+                if request is not None:
+                    request.txtus_finish_hook = finish_hook
             self.hooks.notify(hook.POST_FINISH, request, info)
         self.concatenation.partial_finished(upload_id, self._finished)
 
