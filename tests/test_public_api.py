@@ -6,8 +6,8 @@ is a deliberate one (and every export really is importable and documented).
 import txtus
 
 PUBLIC = {
-    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "RedisLocker",
-    "StoreComposer",
+    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "HookFunctions", "HookRequest", "HookResponse",
+    "MemoryLocker", "MemoryStore", "RedisLocker", "StoreComposer",
     "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
     "make_service", "make_site", "mount",
 }

@@ -8,6 +8,8 @@ internal and may change.
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
 from txtus.errors import TusError
+from txtus.hooks.events import HookRequest, HookResponse
+from txtus.hooks.inprocess import HookFunctions
 from txtus.lockers.file import FileLocker
 from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
@@ -24,6 +26,9 @@ __all__ = [
     "DemoPage",
     "FileLocker",
     "FileStore",
+    "HookFunctions",
+    "HookRequest",
+    "HookResponse",
     "MemoryLocker",
     "MemoryStore",
     "RedisLocker",
