@@ -380,7 +380,9 @@ class IHookHandler(Interface):
         """
         Handle one event.
 
-        @param request: a L{txtus.hooks.events.HookRequest}.
+        @param request: a L{txtus.hooks.events.HookRequest}.  Treat it as
+            read-only: the events of one HTTP request share its
+            C{http_request}.
 
         @return: a L{txtus.hooks.events.HookResponse}, a dict in tusd's
             JSON response shape, or L{None} (change nothing); or a Deferred

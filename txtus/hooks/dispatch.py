@@ -74,10 +74,10 @@ class HookDispatcher:
             a L{txtus.errors.TusError} (already logged).
         """
         if http_request is None:
-            http_request = HTTPRequest.from_request(request) if request is not None else HTTPRequest()
+            http_request = snapshot(request)
         hook_request = HookRequest(event, info.copy(), http_request)
         result = call_hook(self._handler, hook_request, self.reactor)
-        if self._timeout:
+        if self._timeout and not result.called:
             result.addTimeout(self._timeout, self.reactor)
         return result.addErrback(self._failed, event, info.id)
 
@@ -187,7 +187,7 @@ class Progress:
         self._info = info
         self._start = offset
         self._body = body
-        self._http = HTTPRequest.from_request(request)
+        self._http = snapshot(request)
         self._reported = offset
         self._in_flight = False
         self._streaming = True
@@ -254,6 +254,19 @@ class Progress:
         if self.stopped is None:
             return default
         return self.stopped.apply_to(errors.UploadStopped())
+
+
+def snapshot(request: Any) -> HTTPRequest:
+    """
+    The L{HTTPRequest} of C{request} (empty for L{None}), taken once per
+    request: every event of a request shows the same headers.
+    """
+    if request is None:
+        return HTTPRequest()
+    http = getattr(request, "txtus_hook_request", None)
+    if http is None:
+        http = request.txtus_hook_request = HTTPRequest.from_request(request)
+    return http
 
 
 def _forget(sent: dict[str, float], upload_id: str, when: float) -> None:

@@ -13,6 +13,7 @@ either, and ignores the extra event type if it is enabled.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class HTTPRequest:
                 "Header": self.header}
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_header(name: str) -> str:
     """C{upload-length} -> C{Upload-Length}, as Go canonicalises keys."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))

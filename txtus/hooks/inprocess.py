@@ -16,7 +16,7 @@ import asyncio
 import inspect
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from txtus.hooks.events import ALL_EVENTS, HookRequest, HookResponse
@@ -31,17 +31,19 @@ def call_hook(handler: IHookHandler, request: HookRequest, reactor: Any) -> Defe
         the handler raised (L{txtus.errors.HookInvalidResponse} for an
         answer that is not a response).
     """
-    result = maybeDeferred(_start, handler, request, reactor)
-    return result.addCallback(_as_response)
-
-
-def _start(handler: IHookHandler, request: HookRequest, reactor: Any) -> Any:
-    result = handler.invoke_hook(request)
-    if inspect.iscoroutine(result):
-        if _is_asyncio(reactor):
-            return Deferred.fromFuture(asyncio.ensure_future(result))
-        return Deferred.fromCoroutine(result)
-    return result
+    # Not maybeDeferred: most hooks answer at once, and this runs several
+    # times per request.
+    try:
+        result = handler.invoke_hook(request)
+        if isinstance(result, Deferred):
+            return result.addCallback(_as_response)
+        if inspect.iscoroutine(result):
+            if _is_asyncio(reactor):
+                return Deferred.fromFuture(asyncio.ensure_future(result)).addCallback(_as_response)
+            return Deferred.fromCoroutine(result).addCallback(_as_response)
+        return succeed(_as_response(result))
+    except BaseException:
+        return fail()
 
 
 def _is_asyncio(reactor: Any) -> bool:
@@ -49,7 +51,12 @@ def _is_asyncio(reactor: Any) -> bool:
     return isinstance(reactor, AsyncioSelectorReactor)
 
 
+_NO_CHANGE = HookResponse()
+
+
 def _as_response(result: Any) -> HookResponse:
+    if result is None:
+        return _NO_CHANGE  # never modified: the dispatcher only reads answers
     if isinstance(result, HookResponse):
         return result
     return HookResponse.from_dict(result)
