@@ -6,6 +6,8 @@ CPU seconds).
 - C{txtus}: C{twist tus} with C{--fsync never} (the fair comparison: the
   other servers never fsync).
 - C{txtus-default}: C{twist tus} with its default options (fsync on finish).
+- C{txtus-hooks}: C{txtus} with every hook event sent to an in-process
+  no-op hook (only with C{--peers}): the cost of hooks.
 - C{ceiling}: the no-logic asyncio server of L{minimal_server}.
 - C{discard}: the same, throwing bodies away; shows the load generator's
   own limit.
@@ -28,6 +30,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ALL = ("txtus", "txtus-default", "ceiling", "discard", "tus-node")
+# Measured only when asked for (--peers).
+EXTRA = ("txtus-hooks",)
 
 NODE_SERVER = """\
 import { Server } from '@tus/server';
@@ -85,6 +89,10 @@ def python_peers() -> dict[str, Peer]:
     return {
         "txtus": Peer("txtus", twist + ["--fsync", "never"]),
         "txtus-default": Peer("txtus-default", twist),
+        # Every hook event to an in-process no-op handler (benchmarks/twisted/plugins/).
+        "txtus-hooks": Peer("txtus-hooks", twist + ["--fsync", "never", "--hooks-plugin", "bench-noop",
+                                                    "--hooks-enabled-events", ""],
+                            env={"PYTHONPATH": os.pathsep.join([REPO, HERE, os.environ.get("PYTHONPATH", "")])}),
         "ceiling": Peer("ceiling", minimal + ["ceiling", "{port}", "{dir}"]),
         "discard": Peer("discard", minimal + ["discard", "{port}", "{dir}"], stores=False),
     }

@@ -450,6 +450,9 @@ def print_ratios(results: dict[tuple[str, str], Summary], scenarios: list[str]) 
                 if r is not None:
                     parts.append(f"{flavour}/{label} {r:.2f}x")
             say(f"  {name}: " + (", ".join(parts) or "(no other server measured)"))
+        hooks = ratio(results.get((name, "txtus-hooks")), results.get((name, "txtus")))
+        if hooks is not None:
+            say(f"  {name}: hooks on (no-op, every event) / off: {hooks:.2f}x")
     say()
     say("load generator check (it must outrun every server):")
     for name in scenarios:
@@ -485,9 +488,9 @@ async def main(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}")
     wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = [p for p in wanted if p not in peers.ALL]
+    unknown = [p for p in wanted if p not in peers.ALL + peers.EXTRA]
     if unknown:
-        raise SystemExit(f"unknown peers: {', '.join(unknown)} (known: {', '.join(peers.ALL)})")
+        raise SystemExit(f"unknown peers: {', '.join(unknown)} (known: {', '.join(peers.ALL + peers.EXTRA)})")
     runs = args.runs or (1 if args.quick else 3)
     say(f"txtus benchmark ({'quick' if args.quick else 'full'} mode), {machine()}")
     say("figures depend on the machine and on what else runs on it; compare servers within one run")
@@ -578,7 +581,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small scenarios, one run: a smoke test (< 60 s)")
     parser.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--peers", default=",".join(peers.ALL),
-                        help=f"comma-separated servers to measure (default: {','.join(peers.ALL)})")
+                        help=f"comma-separated servers to measure (default: {','.join(peers.ALL)}; "
+                        f"also: {','.join(peers.EXTRA)})")
     parser.add_argument("--runs", type=int, default=0, help="runs per scenario and server (default 3, quick 1)")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--workdir", help="where store directories go (default: a new folder in /dev/shm)")

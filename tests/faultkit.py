@@ -77,11 +77,14 @@ class TwistProcess:
     on the same directory.
     """
 
-    def __init__(self, path: Path, log_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, path: Path, log_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 twist_args: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.log_dir = Path(log_dir)
         self.args = args
         self.env = env or {}
+        # Options of twist itself (before "tus"), such as --reactor.
+        self.twist_args = tuple(twist_args)
         self.starts = 0
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -111,7 +114,7 @@ class TwistProcess:
                    **self.env)
         self._stderr = open(self.log_dir / f"server-{self.starts}.stderr", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "--log-file", str(log), "--log-format", "text",
+            [sys.executable, "-m", "twisted", "--log-file", str(log), "--log-format", "text", *self.twist_args,
              *self.plugin_args()],
             cwd=self.log_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr)

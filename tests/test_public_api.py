@@ -6,8 +6,8 @@ is a deliberate one (and every export really is importable and documented).
 import txtus
 
 PUBLIC = {
-    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "MemoryLocker", "MemoryStore", "RedisLocker",
-    "StoreComposer",
+    "CorsConfig", "DemoPage", "FileLocker", "FileStore", "HookFunctions", "HookRequest", "HookResponse",
+    "MemoryLocker", "MemoryStore", "RedisLocker", "StoreComposer",
     "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
     "make_service", "make_site", "mount",
 }
@@ -29,3 +29,14 @@ def test_every_shipped_store_and_locker_can_use_in_a_composer(tmp_path):
                       txtus.MemoryLocker(), txtus.FileLocker(str(tmp_path)), txtus.RedisLocker()):
         component.use_in(composer)
     assert composer.core is not None and composer.locker is not None
+
+
+def test_importing_txtus_installs_no_reactor():
+    # An embedder (or a hook plugin under twist --reactor asyncio) must be
+    # able to import txtus before it installs the reactor it wants.
+    import subprocess
+    import sys
+    code = ("import sys, txtus, txtus.interfaces; "
+            "assert 'twisted.internet.reactor' not in sys.modules, 'a reactor was installed'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]

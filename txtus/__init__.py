@@ -8,11 +8,12 @@ internal and may change.
 from txtus.composer import StoreComposer
 from txtus.config import CorsConfig, TusConfig
 from txtus.errors import TusError
+from txtus.hooks.events import HookRequest, HookResponse
+from txtus.hooks.inprocess import HookFunctions
 from txtus.lockers.file import FileLocker
 from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers.memory import MemoryLocker
-from txtus.lockers.redis import RedisLocker
 from txtus.stores.memory import MemoryStore
 from txtus.web.demo import DemoPage
 from txtus.web.resource import TusResource
@@ -24,6 +25,9 @@ __all__ = [
     "DemoPage",
     "FileLocker",
     "FileStore",
+    "HookFunctions",
+    "HookRequest",
+    "HookResponse",
     "MemoryLocker",
     "MemoryStore",
     "RedisLocker",
@@ -38,3 +42,13 @@ __all__ = [
     "make_site",
     "mount",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # txredisapi imports twisted.internet.reactor, which installs the
+    # default reactor: importing txtus must leave the choice of reactor to
+    # the application (twist --reactor, asyncioreactor.install()).
+    if name == "RedisLocker":
+        from txtus.lockers.redis import RedisLocker
+        return RedisLocker
+    raise AttributeError(f"module 'txtus' has no attribute {name!r}")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txtus.composer import StoreComposer
+from txtus.hooks.events import DEFAULT_EVENTS
+from txtus.interfaces import IHookHandler
 
 
 @dataclass
@@ -58,6 +60,15 @@ class TusConfig:
         (L{txtus.protocol.ietf}) to requests that carry a supported
         C{Upload-Draft-Interop-Version}.  On by default: tus 1.0 clients
         never send that header, so they cannot be affected.
+    @ivar hooks: the L{IHookHandler} that receives hook events
+        (L{txtus.hooks}), or L{None} for no hooks.
+    @ivar hook_events: the event names sent to C{hooks}; tusd's default
+        set unless given (C{pre-request}, C{pre-finish} and
+        C{pre-terminate} are off by default, as in tusd).
+    @ivar hook_timeout: seconds a hook may take before the request gets
+        500 C{ERR_HOOK_TIMEOUT}; 0 for no limit.
+    @ivar progress_hooks_interval: least seconds between two
+        C{post-receive} events of one upload.
     """
 
     composer: StoreComposer
@@ -75,6 +86,10 @@ class TusConfig:
     reactor: Any = None
     clock: Any = None
     enable_ietf_draft: bool = True
+    hooks: IHookHandler | None = None
+    hook_events: frozenset[str] = DEFAULT_EVENTS
+    hook_timeout: float = 30.0
+    progress_hooks_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.composer is None or self.composer.core is None:
@@ -89,6 +104,12 @@ class TusConfig:
             raise ValueError("min_upload_rate must not be negative")
         if self.network_timeout < 0:
             raise ValueError("network_timeout must not be negative")
+        if self.hook_timeout < 0:
+            raise ValueError("hook_timeout must not be negative")
+        if self.progress_hooks_interval <= 0:
+            raise ValueError("progress_hooks_interval must be positive")
+        if self.hooks is not None and not IHookHandler.providedBy(self.hooks):
+            raise TypeError("hooks must provide txtus.interfaces.IHookHandler")
         if not self.base_path.startswith(("http://", "https://")):
             self.base_path = "/" + self.base_path.strip("/") + "/"
             self.base_path = self.base_path.replace("//", "/")

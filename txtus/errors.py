@@ -33,7 +33,25 @@ class TusError(Exception):
         super().__init__(f"{self.code}: {self.message}")
 
     def body(self) -> bytes:
+        if self.body_override is not None:
+            return self.body_override
         return f"{self.code}: {self.message}\n".encode("utf-8", "replace")
+
+    # A hook's HTTPResponse may replace the status and body (tusd's
+    # MergeWith); the code stays what it was, for logs and metrics.
+    body_override: bytes | None = None
+
+    def override(self, status: int = 0, body: str = "", headers: dict[str, str] | None = None) -> "TusError":
+        """
+        Apply a hook's C{HTTPResponse}: a non-zero status and a non-empty
+        body replace this error's, headers are added.  Returns C{self}.
+        """
+        if status:
+            self.status = status
+        if body:
+            self.body_override = body.encode("utf-8")
+        self.headers.update(headers or {})
+        return self
 
 
 def _error(name: str, code: str, status: int, message: str) -> type[TusError]:
@@ -83,6 +101,10 @@ UnsupportedChecksumAlgorithm = _error("UnsupportedChecksumAlgorithm", "ERR_UNSUP
 InvalidChecksum = _error("InvalidChecksum", "ERR_INVALID_CHECKSUM", 400, "invalid Upload-Checksum header")
 MalformedBody = _error("MalformedBody", "ERR_INVALID_REQUEST", 400, "malformed chunked request body")
 InvalidRequest = _error("InvalidRequest", "ERR_INVALID_REQUEST", 400, "invalid request")
+RequestRejected = _error("RequestRejected", "ERR_REQUEST_REJECTED", 403, "request has been rejected by server")
+HookFailed = _error("HookFailed", "ERR_HOOK_FAILED", 500, "a hook failed")
+HookTimeout = _error("HookTimeout", "ERR_HOOK_TIMEOUT", 500, "a hook did not answer in time")
+HookInvalidResponse = _error("HookInvalidResponse", "ERR_HOOK_INVALID_RESPONSE", 500, "a hook gave an invalid response")
 
 
 class ProblemError(TusError):

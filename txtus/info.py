@@ -23,6 +23,9 @@ class UploadInfo:
         L{txtus.interfaces.IUpload.finish}).  Stored as C{"Finished"}, a
         field tusd ignores; a complete upload without it (one written by
         tusd) is finished again once, which is harmless.
+    @ivar max_size: the most bytes this upload may hold (chosen by a
+        pre-create hook), or L{None}.  Stored as C{"MaxSize"}, a field
+        tusd ignores.
     """
 
     id: str = ""
@@ -35,6 +38,7 @@ class UploadInfo:
     storage: dict[str, str] = field(default_factory=dict)
     expires: float | None = None
     finished: bool = False
+    max_size: int | None = None
 
     def copy(self, **changes: Any) -> "UploadInfo":
         """
@@ -43,7 +47,7 @@ class UploadInfo:
         """
         clone = UploadInfo(self.id, self.size, self.offset, dict(self.metadata), self.is_partial,
                            self.is_final, list(self.partial_uploads), dict(self.storage), self.expires,
-                           self.finished)
+                           self.finished, self.max_size)
         for name, value in changes.items():
             setattr(clone, name, value)
         return clone
@@ -72,6 +76,8 @@ class UploadInfo:
             document["Expires"] = self.expires
         if self.finished:
             document["Finished"] = True
+        if self.max_size is not None:
+            document["MaxSize"] = self.max_size
         return json.dumps(document).encode("utf-8")
 
     @classmethod
@@ -109,6 +115,7 @@ class UploadInfo:
             storage=_text_map(document, "Storage"),
             expires=None if expires is None else float(expires),
             finished=document.get("Finished") is True,
+            max_size=None if document.get("MaxSize") is None else _length(document, "MaxSize"),
         )
 
 

@@ -359,3 +359,52 @@ class IStreamingBodyResource(Interface):
             the body, or L{None} to
             let twisted.web buffer the body as usual.
         """
+
+
+class IHookHandler(Interface):
+    """
+    Receives hook events (L{txtus.hooks.events}): the upload lifecycle of
+    tusd v2 (C{pre-create}, C{post-create}, C{post-receive}, C{pre-finish},
+    C{post-finish}, C{pre-terminate}, C{post-terminate}) and C{pre-request},
+    sent before every request but OPTIONS.  Only the events enabled in the
+    configuration are sent.
+
+    The server waits for the answer to the C{pre-*} events (within the
+    configured hook timeout, after which it cancels the Deferred and
+    answers 500 C{ERR_HOOK_TIMEOUT}), and for none of the C{post-*} events,
+    whose answers and failures are only logged (but a C{post-receive}
+    answer may stop the upload).  Several calls may be under way at once.
+    """
+
+    def invoke_hook(request):
+        """
+        Handle one event.
+
+        @param request: a L{txtus.hooks.events.HookRequest}.  Treat it as
+            read-only: the events of one HTTP request share its
+            C{http_request}.
+
+        @return: a L{txtus.hooks.events.HookResponse}, a dict in tusd's
+            JSON response shape, or L{None} (change nothing); or a Deferred
+            or a coroutine producing one of those.  Under the asyncio
+            reactor a coroutine runs as an asyncio task, so it may await
+            asyncio libraries.  Failing (raising) answers the client 500
+            C{ERR_HOOK_FAILED} for a blocking event, and leaves the upload's
+            stored data as it was.
+        """
+
+
+class IHookPlugin(Interface):
+    """
+    A hook handler that C{twist tus --hooks-plugin NAME} finds with
+    C{twisted.plugin.getPlugins}: a module-level object in a
+    C{twisted/plugins/} module on C{sys.path}, providing this interface and
+    C{twisted.plugin.IPlugin}.
+    """
+
+    name = Attribute("The L{str} given to C{--hooks-plugin}.")
+
+    def hook_handler(reactor):
+        """
+        @return: the L{IHookHandler} to use with C{reactor}.
+        """

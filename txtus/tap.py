@@ -6,6 +6,7 @@ locker and configuration with the same functions embedders use.
 
 from __future__ import annotations
 
+import os
 import re
 import resource as rlimit
 from typing import Any
@@ -13,6 +14,11 @@ from typing import Any
 from twisted.python import usage
 
 from txtus.composer import StoreComposer
+from txtus.hooks.directory import DirectoryHooks
+from txtus.hooks.events import DEFAULT_EVENTS, parse_events
+from txtus.hooks.http import HttpHooks
+from txtus.hooks.plugin import find_plugin, plugin_hooks
+from txtus.interfaces import IHookHandler
 from txtus.config import CorsConfig, TusConfig
 from txtus.stores.file import FSYNC_POLICIES, FileStore
 from txtus.lockers.file import FileLocker
@@ -75,6 +81,17 @@ class Options(usage.Options):
         ["s3-region", None, None, "S3 region; default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1."],
         ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this."],
         ["s3-concurrency", None, "4", "Part uploads in flight at once per upload."],
+        ["hooks-http", None, None, "URL to POST hook events to, as JSON in tusd's shape (see docs/hooks.md)."],
+        ["hooks-http-timeout", None, "15s", "How long one attempt of an HTTP hook may take."],
+        ["hooks-http-retry", None, "3", "Retries of an HTTP hook after a 5xx answer or a network failure."],
+        ["hooks-http-backoff", None, "1s", "Wait before the first retry of an HTTP hook; doubled for each next one."],
+        ["hooks-http-size-limit", None, "5120", "Largest HTTP hook answer accepted, in bytes."],
+        ["hooks-http-forward-headers", None, "", "Comma-separated client request headers sent along with each HTTP hook request."],
+        ["hooks-dir", None, None, "Directory of hook executables named after the events (JSON on stdin and stdout)."],
+        ["hooks-plugin", None, None, "Name of a hook handler plugin (twisted.plugin, interface txtus.interfaces.IHookPlugin)."],
+        ["hooks-enabled-events", None, ",".join(sorted(DEFAULT_EVENTS)), "Comma-separated hook events to send; empty for all (also pre-request, pre-finish, pre-terminate)."],
+        ["hooks-timeout", None, "30s", "How long any hook may take before the request gets 500 ERR_HOOK_TIMEOUT; 0 for no limit."],
+        ["progress-hooks-interval", None, "1s", "Least time between two post-receive hook events of one upload."],
     ]
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
@@ -125,6 +142,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name}: {e}")
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        self._check_hooks()
         if self["enable-ietf-draft"] and self["disable-ietf-draft"]:
             raise usage.UsageError("--enable-ietf-draft and --disable-ietf-draft contradict each other")
         if self["locker"] not in LOCKERS:
@@ -183,6 +201,39 @@ class Options(usage.Options):
         except s3config.S3ConfigError as e:
             raise usage.UsageError(str(e))
 
+    def _check_hooks(self) -> None:
+        transports = [name for name in ("hooks-http", "hooks-dir", "hooks-plugin") if self[name]]
+        if len(transports) > 1:
+            raise usage.UsageError(f"use one hook transport at a time, not --{' and --'.join(transports)}")
+        for name in ("hooks-http-timeout", "hooks-http-backoff", "hooks-timeout", "progress-hooks-interval"):
+            try:
+                self[name] = parse_duration(self[name])
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}: {e}")
+        if self["progress-hooks-interval"] <= 0:
+            raise usage.UsageError("--progress-hooks-interval must be positive")
+        for name in ("hooks-http-retry", "hooks-http-size-limit"):
+            try:
+                self[name] = int(self[name])
+            except ValueError:
+                raise usage.UsageError(f"--{name}: not a whole number: {self[name]!r}")
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
+        try:
+            self["hooks-enabled-events"] = parse_events(self["hooks-enabled-events"])
+        except ValueError as e:
+            raise usage.UsageError(f"--hooks-enabled-events: {e}")
+        url = self["hooks-http"]
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise usage.UsageError(f"--hooks-http must be an http:// or https:// URL, not {url!r}")
+        if self["hooks-dir"] is not None and not os.path.isdir(self["hooks-dir"]):
+            raise usage.UsageError(f"--hooks-dir {self['hooks-dir']!r} is not a directory")
+        if self["hooks-plugin"] is not None:
+            try:
+                find_plugin(self["hooks-plugin"])
+            except LookupError as e:
+                raise usage.UsageError(f"--hooks-plugin: {e}")
+
 
 def _s3_store(options: Options, reactor: Any) -> Any:
     from txtus.stores.s3.client import S3Client
@@ -191,6 +242,22 @@ def _s3_store(options: Options, reactor: Any) -> Any:
                       options["s3-endpoint"], reactor=reactor)
     return S3Store(client, prefix=options["s3-prefix"], part_size=options["s3-part-size"],
                    concurrency=options["s3-concurrency"])
+
+
+def build_hooks(options: Options, reactor: Any) -> IHookHandler | None:
+    """The hook handler the options name, if any."""
+    if reactor is None:
+        from twisted.internet import reactor
+    if options["hooks-http"]:
+        return HttpHooks(options["hooks-http"], reactor, timeout=options["hooks-http-timeout"],
+                         retries=options["hooks-http-retry"], backoff=options["hooks-http-backoff"],
+                         size_limit=options["hooks-http-size-limit"],
+                         forward_headers=tuple(options["hooks-http-forward-headers"].split(",")))
+    if options["hooks-dir"]:
+        return DirectoryHooks(options["hooks-dir"], reactor)
+    if options["hooks-plugin"]:
+        return plugin_hooks(options["hooks-plugin"], reactor)
+    return None
 
 
 def build_config(options: Options, reactor: Any = None) -> TusConfig:
@@ -222,6 +289,10 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         cleanup_interval=options["cleanup-interval"],
         enable_ietf_draft=not options["disable-ietf-draft"],
         reactor=reactor,
+        hooks=build_hooks(options, reactor),
+        hook_events=options["hooks-enabled-events"],
+        hook_timeout=options["hooks-timeout"],
+        progress_hooks_interval=options["progress-hooks-interval"],
     )
 
 

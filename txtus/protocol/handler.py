@@ -21,6 +21,8 @@ from txtus import errors
 from txtus.web.body import BodyEnd
 from txtus.protocol.concat import Concatenation
 from txtus.config import TusConfig
+from txtus.hooks import events as hook
+from txtus.hooks.dispatch import HookDispatcher
 from txtus.info import UploadInfo
 
 log = Logger()
@@ -92,6 +94,8 @@ class TusHandler:
         self.composer = config.composer
         self.extensions = ",".join(config.extensions()).encode("ascii")
         self.concatenation = Concatenation(self.composer, self._lock)
+        self.hooks = HookDispatcher(config.hooks, config.hook_events, config.hook_timeout,
+                                    config.progress_hooks_interval, config.reactor)
 
     # OPTIONS -----------------------------------------------------------
 
@@ -143,16 +147,23 @@ class TusHandler:
             is_final=concat is not None and concat[0] == "final",
             partial_uploads=[p.id for p in partials],
         )
+        created_hook = None
+        if self.hooks.enabled(hook.PRE_CREATE):
+            created_hook = await self.hooks.pre_create(request, info)
         upload = await self.composer.core.new_upload(info)
         info = await upload.get_info()
         location = self.upload_url(request, info.id).encode("ascii")
         log.info("upload {upload_id} created (length {size})", upload_id=info.id,
                  size="deferred" if info.size is None else info.size)
+        self.hooks.notify(hook.POST_CREATE, request, info)
         result = Response(201, {b"location": location})
+        if created_hook is not None:
+            created_hook.merge_into(result)
 
         if info.is_final:
             async with self._lock(info.id, None):
-                await self.concatenation.start(upload, info, partials, self._finished)
+                await self.concatenation.start(
+                    upload, info, partials, lambda final, final_id: self._finished(final, final_id, request))
         elif with_body:
             try:
                 offset = await self._locked_receive(request, upload, info, 0, body)
@@ -161,9 +172,9 @@ class TusHandler:
                 raise
             result.headers[b"upload-offset"] = b"%d" % offset
         elif info.size == 0:
-            await self._finished(upload, info.id)
+            await self._finished(upload, info.id, request)
         self._add_expires(result, info, result.headers.get(b"upload-offset"))
-        return result
+        return _with_finish_hook(request, result)
 
     def _expiry(self) -> float | None:
         if not self.config.expires_uploads:
@@ -247,12 +258,12 @@ class TusHandler:
                 await self._declare_length(upload, info, new_length)
             if info.is_complete:
                 if new_length is not None:
-                    await self._finished(upload, info.id)
-                return Response(204, {b"upload-offset": b"%d" % info.offset})
+                    await self._finished(upload, info.id, request)
+                return _with_finish_hook(request, Response(204, {b"upload-offset": b"%d" % info.offset}))
             offset = await self._receive(request, upload, info, offset, body)
         result = Response(204, {b"upload-offset": b"%d" % offset})
         self._add_expires(result, info, result.headers[b"upload-offset"])
-        return result
+        return _with_finish_hook(request, result)
 
     async def _declare_length(self, upload: Any, info: UploadInfo, raw: bytes) -> None:
         deferrer = self.composer.length_deferrer
@@ -264,6 +275,8 @@ class TusHandler:
         if length < info.offset:
             raise errors.InvalidUploadLength("upload length is smaller than the offset")
         if self.config.max_size and length > self.config.max_size:
+            raise errors.MaxSizeExceeded()
+        if info.max_size is not None and length > info.max_size:
             raise errors.MaxSizeExceeded()
         await deferrer.declare_length(upload, length)
         info.size = length
@@ -277,8 +290,8 @@ class TusHandler:
     async def _receive(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
         if info.size is not None:
             limit: int | None = info.size - offset
-        elif self.config.max_size:
-            limit = self.config.max_size - offset
+        elif self.config.max_size or info.max_size is not None:
+            limit = min(m for m in (self.config.max_size or None, info.max_size) if m is not None) - offset
         else:
             limit = None
         if limit is not None and body.length is not None and body.length > limit:
@@ -296,29 +309,35 @@ class TusHandler:
             # Held apart until the digest matched: unverified bytes must not
             # count, be read or survive a crash as part of the upload.
             writer = await self.composer.stager.open_staged_chunk(upload, offset)
+        progress = self.hooks.watch(request, info, offset, body)
         try:
             writer.registerProducer(body, True)
             try:
                 end = await body.start(_Pump(writer, body, limit, hasher).write)
             finally:
                 writer.unregisterProducer()
+                if progress is not None:
+                    progress.close()
             if hasher is not None:
                 # A chunk that cannot be verified is discarded whole, as the
                 # checksum extension requires; the offset stays where it was.
                 problem = _END_ERRORS[end]() if end is not BodyEnd.COMPLETE else _verify(expected, hasher, body)
                 if problem is not None:
                     await writer.rollback()
-                    raise problem
+                    raise problem if progress is None else progress.error(problem)
             new_offset = await writer.commit()
         except BaseException:
             # Neither committed nor rolled back (or that failed): release
             # what the writer holds.  A no-op after commit or rollback.
             await writer.abort()
             raise
+        if progress is not None:
+            progress.ended(new_offset)
         if info.size is not None and new_offset >= info.size:
-            await self._finished(upload, info.id)
+            await self._finished(upload, info.id, request)
         if end is not BodyEnd.COMPLETE:
-            raise _END_ERRORS[end]()
+            error = _END_ERRORS[end]()
+            raise error if progress is None else progress.error(error)
         if hasher is None and body.trailers.hasHeader(b"upload-checksum"):
             # The bytes were received as a plain chunk (kept as they came);
             # a checksum nobody announced could not be checked.
@@ -327,16 +346,24 @@ class TusHandler:
                                          headers={"Upload-Offset": str(new_offset)})
         return new_offset
 
-    async def _finished(self, upload: Any, upload_id: str) -> None:
+    async def _finished(self, upload: Any, upload_id: str, request: Any = None) -> None:
         """
         Finish a complete upload.  C{finish} is idempotent and recorded by
         the store; until it is, L{_live_info} runs this again, so a failure
-        or a crash before it costs a retry, never a lost completion.  Finals
-        waiting for this upload are completed once the caller's lock is
-        released.
+        or a crash before it costs a retry, never a lost completion.  Then
+        the finish hooks run (with C{request}, the request that completed
+        the upload, when there is one).  Finals waiting for this upload are
+        completed once the caller's lock is released.
         """
         await upload.finish()
         log.info("upload {upload_id} finished", upload_id=upload_id)
+        if self.hooks.enabled(hook.PRE_FINISH) or self.hooks.enabled(hook.POST_FINISH):
+            info = await upload.get_info()
+            if self.hooks.enabled(hook.PRE_FINISH):
+                finish_hook = await self.hooks.pre_finish(request, info)
+                if request is not None:
+                    request.txtus_finish_hook = finish_hook
+            self.hooks.notify(hook.POST_FINISH, request, info)
         self.concatenation.partial_finished(upload_id, self._finished)
 
     # DELETE ------------------------------------------------------------
@@ -346,12 +373,19 @@ class TusHandler:
         terminater = self.composer.terminater
         if terminater is None or self.config.disable_termination:
             raise errors.NotImplementedByStore("termination is not supported")
+        hooked = self.hooks.enabled(hook.PRE_TERMINATE) or self.hooks.enabled(hook.POST_TERMINATE)
+        result = Response(204)
         async with self._lock(upload_id, None):
             upload = await self.composer.core.get_upload(upload_id)
+            info = await upload.get_info() if hooked else None
+            if info is not None and self.hooks.enabled(hook.PRE_TERMINATE):
+                (await self.hooks.pre_terminate(request, info)).merge_into(result)
             await terminater.terminate(upload)
         self.concatenation.partial_removed(upload_id)
         log.info("upload {upload_id} terminated", upload_id=upload_id)
-        return Response(204)
+        if info is not None:
+            self.hooks.notify(hook.POST_TERMINATE, request, info)
+        return result
 
     # GET (download) ----------------------------------------------------
 
@@ -483,6 +517,14 @@ def _verify(expected: Any, hasher: Any, body: Any) -> errors.TusError | None:
         digest = expected[1]
         actual = hasher.digest()
     return None if actual == digest else errors.ChecksumMismatch()
+
+
+def _with_finish_hook(request: Any, response: Response) -> Response:
+    """C{response}, with what a pre-finish hook asked for merged in."""
+    finish_hook = getattr(request, "txtus_finish_hook", None)
+    if finish_hook is not None:
+        finish_hook.merge_into(response)
+    return response
 
 
 def _first(values: list[bytes] | None) -> bytes | None:

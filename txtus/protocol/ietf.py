@@ -30,6 +30,7 @@ from txtus import errors
 from txtus.protocol import headers
 from txtus.web.body import StreamingBody
 from txtus.protocol.handler import Response, TusHandler
+from txtus.hooks import events as hook
 from txtus.info import UploadInfo
 
 log = Logger()
@@ -110,8 +111,13 @@ class IetfDraftHandler:
         self._check_max_size(size, version)
 
         info = UploadInfo(size=size, metadata=_metadata(request), expires=self.tus._expiry())
+        hooks = self.tus.hooks
+        if hooks.enabled(hook.PRE_CREATE):
+            # The hook's response is not merged: draft clients read 104s and 201s.
+            await hooks.pre_create(request, info)
         upload = await self.composer.core.new_upload(info)
         info = await upload.get_info()
+        hooks.notify(hook.POST_CREATE, request, info)
         location = self.tus.upload_url(request, info.id).encode("ascii")
         log.info("upload {upload_id} created by draft {version} request (length {size})",
                  upload_id=info.id, version=version, size="deferred" if size is None else size)
@@ -208,12 +214,12 @@ class IetfDraftHandler:
                 raise
         elif info.size is not None and offset >= info.size:
             # Nothing to receive, and the (just declared) length is reached.
-            await self.tus._finished(upload, info.id)
+            await self.tus._finished(upload, info.id, request)
         if complete:
             if info.size is None:
                 # A chunked body of unknown length that ended: that was all.
                 await self._declare(upload, info, offset)
-                await self.tus._finished(upload, info.id)
+                await self.tus._finished(upload, info.id, request)
             elif offset < info.size:
                 raise errors.InconsistentUploadLength(
                     f"the upload was marked complete at offset {offset}, but its length is {info.size}",

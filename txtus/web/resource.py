@@ -24,6 +24,7 @@ from txtus import errors
 from txtus.protocol import headers, ietf
 from txtus.web.body import UNUSED_BODY_LIMIT, BodyEnd, BufferedBody, StreamingBody
 from txtus.config import TusConfig
+from txtus.hooks.events import PRE_REQUEST
 from txtus.protocol.cors import Cors
 from txtus.protocol.handler import Response, TusHandler
 from txtus.interfaces import IStreamingBodyResource
@@ -152,13 +153,21 @@ class _Exchange:
             self.upload_id = upload_id
         self.resource.cors.check(request)
         if self.draft is not None:
+            await self._pre_request()
             return await self.resource.ietf.handle(self.method, request, self.upload_id, body, self.draft)
         verb = self.resource.verbs.get(self.method)
         if verb is None:
             raise errors.MethodNotAllowed(headers={"Allow": "POST, HEAD, PATCH, GET, DELETE, OPTIONS"})
         if self.method not in _UNVERSIONED and request.getHeader(b"tus-resumable") != _TUS_RESUMABLE:
             raise errors.UnsupportedVersion(headers={"Tus-Version": headers.TUS_VERSION})
+        await self._pre_request()
         return await verb(request, self.upload_id, body)
+
+    async def _pre_request(self) -> None:
+        """The pre-request hook: per-request authorisation, before the verb runs."""
+        hooks = self.resource.handler.hooks
+        if self.method != b"OPTIONS" and hooks.enabled(PRE_REQUEST):
+            await hooks.pre_request(self.request, self.upload_id, self.resource.config.composer.core)
 
     def _handled(self, result: Response | Failure) -> None:
         if isinstance(result, Failure):
