@@ -11,7 +11,7 @@ from typing import Any
 
 from txtus.composer import StoreComposer
 from txtus.hooks.events import DEFAULT_EVENTS
-from txtus.interfaces import IHookHandler
+from txtus.interfaces import IHookHandler, IMetrics
 
 
 @dataclass
@@ -56,6 +56,15 @@ class TusConfig:
     @ivar reactor: the reactor to use; L{None} for the global one.
     @ivar clock: what tells the time for expiration (an C{IReactorTime});
         the reactor unless given.
+    @ivar metrics: where the server reports requests, errors, uploads and
+        store timings (an L{txtus.interfaces.IMetrics}); L{None} for none.
+        A L{txtus.metrics.PrometheusMetrics} is also served by L{make_site}
+        at C{metrics_path}.
+    @ivar metrics_path: the URL path of the Prometheus metrics, when
+        C{metrics} is a L{txtus.metrics.PrometheusMetrics}.
+    @ivar shutdown_timeout: seconds requests in flight get to finish when
+        the service stops, before their bodies are cut (keeping what they
+        stored).
     @ivar enable_ietf_draft: also speak the IETF resumable-uploads draft
         (L{txtus.protocol.ietf}) to requests that carry a supported
         C{Upload-Draft-Interop-Version}.  On by default: tus 1.0 clients
@@ -90,6 +99,9 @@ class TusConfig:
     hook_events: frozenset[str] = DEFAULT_EVENTS
     hook_timeout: float = 30.0
     progress_hooks_interval: float = 1.0
+    metrics: Any = None
+    shutdown_timeout: float = 10.0
+    metrics_path: str = "/metrics"
 
     def __post_init__(self) -> None:
         if self.composer is None or self.composer.core is None:
@@ -102,6 +114,8 @@ class TusConfig:
             raise ValueError("cleanup_interval must be positive")
         if self.min_upload_rate < 0:
             raise ValueError("min_upload_rate must not be negative")
+        if self.shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
         if self.network_timeout < 0:
             raise ValueError("network_timeout must not be negative")
         if self.hook_timeout < 0:
@@ -120,6 +134,11 @@ class TusConfig:
             self.reactor = reactor
         if self.clock is None:
             self.clock = self.reactor
+        if self.metrics is None:
+            from txtus.metrics import NO_METRICS
+            self.metrics = NO_METRICS
+        elif not IMetrics.providedBy(self.metrics):
+            raise TypeError(f"{self.metrics!r} does not provide txtus.interfaces.IMetrics")
 
     @property
     def expires_uploads(self) -> bool:

@@ -408,3 +408,46 @@ class IHookPlugin(Interface):
         """
         @return: the L{IHookHandler} to use with C{reactor}.
         """
+
+
+class IMetrics(Interface):
+    """
+    Where the server reports what it does, for monitoring.  Every method is
+    called on the reactor thread, on the hot path: it must be cheap and
+    must not raise.  L{txtus.metrics.PrometheusMetrics} is the Prometheus
+    implementation; L{txtus.metrics.NullMetrics} drops everything.
+    """
+
+    def request_done(method: bytes, status: int, seconds: float) -> None:
+        """
+        A tus request's response was decided: C{method} (after
+        C{X-HTTP-Method-Override}), the HTTP C{status}, and the C{seconds}
+        from the end of its headers until then.
+        """
+
+    def error(code: str) -> None:
+        """An error response with this stable tus error C{code} was decided."""
+
+    def hook_called(event: str) -> None:
+        """A hook for C{event} (e.g. C{"pre-create"}) was called."""
+
+    def hook_failed(event: str) -> None:
+        """
+        A hook for C{event} failed: it raised, timed out or answered
+        something unusable (not: it rejected the request as designed).
+        """
+
+    def watch_connections(count) -> None:
+        """
+        C{count()} tells how many HTTP connections are open; called by the
+        site at start-up, read whenever the metrics are collected.
+        """
+
+    def instrument(composer):
+        """
+        @return: a L{txtus.composer.StoreComposer} to use instead of
+            C{composer}: the same stores, possibly wrapped to report store
+            operations, uploads created, finished and terminated, bodies
+            being stored and bytes stored.  The wrappers provide the same
+            interfaces as what they wrap.
+        """

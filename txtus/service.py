@@ -10,11 +10,14 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from txtus.config import TusConfig
+from txtus.shutdown import Drain
+from txtus.metrics import MetricsResource, PrometheusMetrics
 from txtus.web.resource import TusResource
 from txtus.web.streaming import TusSite
 
@@ -62,11 +65,62 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
         root = _Root()
     path = urlsplit(config.base_path).path if config.absolute_base else config.base_path
     mount(root, path, TusResource(config))
-    return TusSite(root, timeout=config.network_timeout or None, reactor=config.reactor,
+    if isinstance(config.metrics, PrometheusMetrics):
+        mount(root, config.metrics_path, MetricsResource(config.metrics.registry))
+    site = TusSite(root, timeout=config.network_timeout or None, reactor=config.reactor,
                    header_timeout=config.network_timeout or None)
+    config.metrics.watch_connections(lambda: site.open_connections)
+    return site
 
 
-def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> MultiService:
+class TusService(MultiService):
+    """
+    The listening ports of one site, and the services it needs (a locker
+    holding connections, the expiration cleaner).  C{stopService} shuts
+    down gracefully: it stops listening, waits for the requests in flight
+    (cutting their bodies after C{config.shutdown_timeout} seconds, see
+    L{txtus.shutdown}), and only then stops the other services, which
+    those requests may still need to release their locks.
+    """
+
+    def __init__(self, site: TusSite, config: TusConfig) -> None:
+        super().__init__()
+        self.site = site
+        self.config = config
+        self.listeners: list[IService] = []
+        self._drain: Drain | None = None
+        self._cut_early = False
+
+    def listen(self, description: str) -> None:
+        """Listen on the endpoint string C{description} while running."""
+        listener = strports.service(description, self.site, reactor=self.config.reactor)
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        stopped = [maybeDeferred(listener.stopService) for listener in self.listeners]
+        self._drain = Drain(self.site, self.config.shutdown_timeout, self.config.reactor)
+        if self._cut_early:
+            self._drain.cut()
+        d = gatherResults([*stopped, self._drain.done])
+        d.addCallback(lambda _: self._stop_the_rest())
+        return d
+
+    def _stop_the_rest(self) -> Deferred:
+        rest = [maybeDeferred(child.stopService) for child in reversed(list(self))
+                if child not in self.listeners and child.running]
+        return gatherResults(rest).addCallback(lambda _: None)
+
+    def cut_now(self) -> None:
+        """End the grace period: cut every body in flight now."""
+        if self._drain is None:
+            self._cut_early = True
+        else:
+            self._drain.cut()
+
+
+def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None = None) -> TusService:
     """
     An C{IService} listening on each endpoint string in C{ports} (such as
     C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}), with the
@@ -75,7 +129,7 @@ def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None 
     is started first and stopped last.
     """
     site = make_site(config, root)
-    service = MultiService()
+    service = TusService(site, config)
     for part in config.composer.parts():
         if IService.providedBy(part):
             part.setServiceParent(service)
@@ -83,6 +137,5 @@ def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None 
         from txtus.expiration import ExpirationCleaner
         ExpirationCleaner(config).setServiceParent(service)
     for description in ports:
-        strports.service(description, site, reactor=config.reactor).setServiceParent(service)
-    service.site = site  # type: ignore[attr-defined]
+        service.listen(description)
     return service

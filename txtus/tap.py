@@ -10,7 +10,9 @@ import os
 import re
 import resource as rlimit
 from typing import Any
+from urllib.parse import urlsplit
 
+from prometheus_client import ProcessCollector
 from twisted.python import usage
 
 from txtus.composer import StoreComposer
@@ -24,7 +26,9 @@ from txtus.stores.file import FSYNC_POLICIES, FileStore
 from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
 from txtus.lockers.redis import DEFAULT_URL, RedisLocker, probe
+from txtus.metrics import PrometheusMetrics
 from txtus.service import make_service
+from txtus.shutdown import ShutdownSignals
 from txtus.web.demo import DemoPage
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMGT]i?B?|B)?", re.IGNORECASE)
@@ -92,9 +96,12 @@ class Options(usage.Options):
         ["hooks-enabled-events", None, ",".join(sorted(DEFAULT_EVENTS)), "Comma-separated hook events to send; empty for all (also pre-request, pre-finish, pre-terminate)."],
         ["hooks-timeout", None, "30s", "How long any hook may take before the request gets 500 ERR_HOOK_TIMEOUT; 0 for no limit."],
         ["progress-hooks-interval", None, "1s", "Least time between two post-receive hook events of one upload."],
+        ["metrics-path", None, "/metrics", "URL path of the Prometheus metrics."],
+        ["shutdown-timeout", None, "10", "Seconds requests in flight get to finish on SIGTERM/SIGINT before their bodies are cut (keeping what they stored)."],
     ]
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
+        ["disable-metrics", None, "Serve no Prometheus metrics."],
         ["disable-cors", None, "Send no CORS headers."],
         ["disable-demo", None, "Serve a one-line greeting at / instead of the demo upload page."],
         ["disable-download", None, "Refuse GET downloads of uploads."],
@@ -125,7 +132,7 @@ class Options(usage.Options):
             self["min-upload-rate"] = parse_size(self["min-upload-rate"])
         except ValueError as e:
             raise usage.UsageError(f"--min-upload-rate: {e}")
-        for name in ("network-timeout", "acquire-lock-timeout", "redis-lock-lease"):
+        for name in ("network-timeout", "acquire-lock-timeout", "redis-lock-lease", "shutdown-timeout"):
             try:
                 value = float(self[name])
             except ValueError:
@@ -169,6 +176,12 @@ class Options(usage.Options):
         self["cors-origin"] = origin
         if not self["base-path"].strip("/") and not self["base-path"].startswith(("http://", "https://")):
             raise usage.UsageError("--base-path must not be /")
+        if not self["disable-metrics"]:
+            metrics = "/" + self["metrics-path"].strip("/")
+            tus = urlsplit(self["base-path"]).path
+            if metrics == "/" or metrics.startswith("/" + tus.strip("/") + "/") or metrics == "/" + tus.strip("/"):
+                raise usage.UsageError("--metrics-path must be a path of its own, not / nor under --base-path")
+            self["metrics-path"] = metrics
         if self["s3-bucket"] is not None:
             self._check_s3()
             return
@@ -288,12 +301,22 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         expire_after=options["expire-after"],
         cleanup_interval=options["cleanup-interval"],
         enable_ietf_draft=not options["disable-ietf-draft"],
+        metrics=None if options["disable-metrics"] else _metrics(),
+        metrics_path=options["metrics-path"],
+        shutdown_timeout=options["shutdown-timeout"],
         reactor=reactor,
         hooks=build_hooks(options, reactor),
         hook_events=options["hooks-enabled-events"],
         hook_timeout=options["hooks-timeout"],
         progress_hooks_interval=options["progress-hooks-interval"],
     )
+
+
+def _metrics() -> PrometheusMetrics:
+    metrics = PrometheusMetrics()
+    # A process of its own: its CPU, memory and open files belong here.
+    ProcessCollector(registry=metrics.registry)
+    return metrics
 
 
 def _raise_open_file_limit() -> None:
@@ -310,4 +333,6 @@ def makeService(options: Options, reactor: Any = None) -> Any:
     _raise_open_file_limit()
     config = build_config(options, reactor)
     root = None if options["disable-demo"] else DemoPage(config)
-    return make_service(config, options["port"], root)
+    service = make_service(config, options["port"], root)
+    ShutdownSignals(config.reactor, service.cut_now).setServiceParent(service)
+    return service

@@ -48,6 +48,7 @@ _END_ERRORS: dict[BodyEnd, type[errors.TusError]] = {
     BodyEnd.DISCONNECTED: errors.UnexpectedEOF,
     BodyEnd.STOPPED: errors.UploadStopped,
     BodyEnd.MALFORMED: errors.MalformedBody,
+    BodyEnd.SHUTDOWN: errors.ServerShutdown,
 }
 
 
@@ -91,7 +92,8 @@ class TusHandler:
 
     def __init__(self, config: TusConfig) -> None:
         self.config = config
-        self.composer = config.composer
+        # Metrics see store operations through the composer the verbs use.
+        self.composer = config.metrics.instrument(config.composer)
         self.extensions = ",".join(config.extensions()).encode("ascii")
         self.concatenation = Concatenation(self.composer, self._lock)
         self.hooks = HookDispatcher(config.hooks, config.hook_events, config.hook_timeout,

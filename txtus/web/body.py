@@ -34,6 +34,7 @@ class BodyEnd(enum.Enum):
     STOPPED = "stopped"            # the store or a hook stopped it
     REJECTED = "rejected"          # refused before reading it
     MALFORMED = "malformed"        # impossible framing (a chunk size past 2**64)
+    SHUTDOWN = "shutdown"          # the server is shutting down
 
 
 # The largest chunk size a chunked body may announce: 16 hex digits.  Twisted

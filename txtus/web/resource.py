@@ -7,6 +7,7 @@ one place where results and errors become HTTP responses.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
@@ -130,6 +131,7 @@ class _Exchange:
         self._written = False
         self._closing_call: Any = None
         self._response: Response | None = None
+        self._began = time.perf_counter()
         # The IETF draft interop version this request speaks, if any.
         self.draft = ietf.draft_version(request, resource.config)
         request.notifyFinish().addErrback(self._connection_lost)
@@ -173,6 +175,7 @@ class _Exchange:
         if isinstance(result, Failure):
             result = self._error_response(result)
         self._response = result
+        self.resource.config.metrics.request_done(self.method, result.status, time.perf_counter() - self._began)
         if self.body is not None and self.body.end is None and not self.body.started:
             self.body.discard_or_stop()
         self._maybe_write()
@@ -186,6 +189,7 @@ class _Exchange:
         elif not self._lost:
             log.info("{method} {upload_id}: {status} {code}", method=self.method.decode("latin-1"),
                      upload_id=self.upload_id or "-", status=error.status, code=error.code)
+        self.resource.config.metrics.error(error.code)
         response = Response(error.status, {b"content-type": error.content_type}, error.body())
         for name, value in error.headers.items():
             response.headers[name.lower().encode("latin-1")] = value.encode("latin-1")

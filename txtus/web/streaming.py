@@ -17,9 +17,11 @@ import io
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.web import server
 from twisted.web.http_headers import Headers
 
+from txtus import errors
 from txtus.web import _twisted_private
 from txtus.interfaces import IStreamingBodyResource
 
@@ -34,13 +36,18 @@ class TusRequest(server.Request):
 
     _tus_body: Any = None
     _header_deadline: Any = None
+    _refused = False
+    _tus_site: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, TusSite):
+            self._tus_site = site
+            site.in_flight.add(self)
         # twisted.web's idle timeout restarts with every byte, so headers
         # trickled a byte at a time would hold the connection for ever: the
         # header block gets a deadline of its own, from the request line on.
-        site = getattr(self.channel, "site", None)
         timeout = getattr(site, "header_timeout", None)
         if timeout:
             self._header_deadline = site.reactor.callLater(timeout, self._headers_too_slow)
@@ -58,6 +65,9 @@ class TusRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         self._headers_done()
+        if self._tus_site is not None and self._tus_site.draining:
+            self._refuse_while_draining(length)
+            return
         if length != 0:
             line = _twisted_private.request_line(self)
             if line is not None:
@@ -110,6 +120,75 @@ class TusRequest(server.Request):
         super().connectionLost(reason)
         if self._tus_body is not None:
             self._tus_body.lost(reason)
+        self._gone()
+
+    def finish(self) -> None:
+        super().finish()
+        self._gone()
+
+    def _gone(self) -> None:
+        if self._tus_site is not None:
+            self._tus_site.request_gone(self)
+            self._tus_site = None
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self._tus_site is not None and self._tus_site.draining:
+            # Shutting down: no further request on this connection.
+            _twisted_private.close_after_response(self)
+        super().write(data)
+
+    # Shutting down -------------------------------------------------------
+
+    def _refuse_while_draining(self, length: int | None) -> None:
+        """
+        The site is shutting down: answer 503 and close, without reading
+        (or buffering) the body.
+        """
+        self._refused = True
+        self._tus_body = _DISCARD
+        self.content = io.BytesIO()
+        if length != 0:
+            # A body follows: answer now rather than read it, from a fresh
+            # reactor turn (not from inside the channel's header parsing).
+            producer = _twisted_private.transport_producer(self)
+            if producer is not None:
+                producer.pauseProducing()
+            self._tus_site.reactor.callLater(0, self._answer_unavailable)
+
+    def process(self) -> None:
+        if self._refused:
+            self._answer_unavailable()
+        else:
+            super().process()
+
+    def _answer_unavailable(self) -> None:
+        if self.finished or self._disconnected:
+            return
+        error = errors.ServerShutdown()
+        body = error.body()
+        self.setResponseCode(error.status)
+        self.setHeader(b"content-type", error.content_type)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.setHeader(b"tus-resumable", b"1.0.0")
+        _twisted_private.close_after_response(self)
+        self.write(body)
+        self.finish()
+
+
+class _Discard:
+    """The body of a request refused during shutdown: dropped as it comes."""
+
+    def chunk(self, data: bytes) -> None:
+        pass
+
+    def ended(self, trailers: Any) -> None:
+        pass
+
+    def lost(self, reason: Any) -> None:
+        pass
+
+
+_DISCARD = _Discard()
 
 
 class TusSite(server.Site):
@@ -128,6 +207,39 @@ class TusSite(server.Site):
         kwargs.setdefault("requestFactory", TusRequest)
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, *args, **kwargs)
+        # Requests not yet answered (or cut); what shutting down waits for.
+        self.in_flight: set[TusRequest] = set()
+        self.open_connections = 0
+        self.draining = False
+        self._idle: list[Deferred] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self.open_connections += 1
+            lost = protocol.connectionLost
+
+            def connection_lost(reason: Any) -> None:
+                self.open_connections -= 1
+                lost(reason)
+
+            protocol.connectionLost = connection_lost
+        return protocol
+
+    def request_gone(self, request: TusRequest) -> None:
+        self.in_flight.discard(request)
+        if not self.in_flight and self._idle:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred:
+        """A Deferred that fires once no request is in flight."""
+        if not self.in_flight:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle.append(d)
+        return d
 
     def log(self, request: Any) -> None:
         """Upload events are logged by the tus resource; skip access logs."""
