@@ -19,7 +19,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.web.resource import Resource
 from zope.interface import directlyProvides, implementer, providedBy
@@ -153,7 +154,10 @@ class PrometheusMetrics:
 
 
 class MetricsResource(Resource):
-    """C{GET} the text exposition of a registry, as Prometheus scrapes it."""
+    """
+    C{GET} a registry's metrics, as Prometheus scrapes them: in the format
+    the scraper's C{Accept} asks for (OpenMetrics or Prometheus text).
+    """
 
     isLeaf = True
 
@@ -162,9 +166,11 @@ class MetricsResource(Resource):
         self.registry = registry
 
     def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        accept = request.getHeader(b"accept")
+        encode, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+        request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
-        return generate_latest(self.registry)
+        return encode(self.registry)
 
     def render_HEAD(self, request: Any) -> bytes:
         return self.render_GET(request)
