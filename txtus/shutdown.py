@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
-from txtus.web.body import BodyEnd, StreamingBody
+from txtus.web.body import BodyEnd
 from txtus.web.streaming import TusSite
 
 log = Logger()
@@ -42,8 +42,9 @@ class Drain:
     """
     One site's graceful stop; L{cut} ends the grace period early.
 
-    @ivar done: fires (with L{None}) when every request has ended, or
-        C{AFTER_CUT} seconds after the bodies were cut.
+    @ivar done: fires (with L{None}) when every request has ended and
+        every connection is closed, or at the latest C{AFTER_CUT} seconds
+        after the bodies were cut.
     """
 
     def __init__(self, site: TusSite, timeout: float, clock: Any) -> None:
@@ -52,12 +53,13 @@ class Drain:
         self.done: Deferred = Deferred()
         self._calls: list[Any] = []
         self._cut = False
+        self._give_up_call: Any = None
         site.draining = True
         pending = len(site.in_flight)
         if pending:
             log.info("shutting down: waiting up to {timeout} s for {count} request(s) in flight",
                      timeout=timeout, count=pending)
-        site.when_idle().addCallback(self._finish)
+        site.when_idle().addCallback(self._idle)
         self._calls.append(clock.callLater(timeout, self.cut))
 
     def cut(self) -> None:
@@ -65,22 +67,32 @@ class Drain:
         if self._cut or self.done.called:
             return
         self._cut = True
-        bodies = [body for body in (getattr(r, "_tus_body", None) for r in list(self._site.in_flight))
-                  if isinstance(body, StreamingBody) and body.end is None]
-        if bodies:
-            log.info("shutting down: cutting {count} upload(s) in flight", count=len(bodies))
-        for body in bodies:
-            body.stop(BodyEnd.SHUTDOWN)
-        self._calls.append(self._clock.callLater(AFTER_CUT, self._give_up))
+        self._stop_waiting_soon()
+        count = self._site.stop_bodies(BodyEnd.SHUTDOWN)
+        if count:
+            log.info("shutting down: cut {count} upload(s) in flight", count=count)
+
+    def _stop_waiting_soon(self) -> None:
+        if self._give_up_call is None:
+            self._give_up_call = self._clock.callLater(AFTER_CUT, self._give_up)
+            self._calls.append(self._give_up_call)
 
     def _give_up(self) -> None:
-        left = list(self._site.in_flight)
-        log.warn("shutting down: {count} request(s) did not end; closing their connections", count=len(left))
-        for request in left:
-            transport = getattr(getattr(request, "channel", None), "transport", None)
+        if self._site.in_flight:
+            log.warn("shutting down: {count} request(s) did not end in time; closing their connections",
+                     count=len(self._site.in_flight))
+        for protocol in list(self._site.connections):
+            transport = getattr(protocol, "transport", None)
             if transport is not None:
                 transport.abortConnection()
         self._finish(None)
+
+    def _idle(self, ignored: Any) -> None:
+        # Responses may still sit in transport buffers: close connections
+        # (idle kept-alive ones too) after they are flushed, as stopping the
+        # reactor would drop them.
+        self._site.close_connections().addCallback(self._finish)
+        self._stop_waiting_soon()
 
     def _finish(self, ignored: Any) -> None:
         for call in self._calls:

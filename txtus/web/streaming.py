@@ -207,39 +207,78 @@ class TusSite(server.Site):
         kwargs.setdefault("requestFactory", TusRequest)
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, *args, **kwargs)
-        # Requests not yet answered (or cut); what shutting down waits for.
+        # Requests not yet answered (or cut), and open connections: what
+        # shutting down waits for.
         self.in_flight: set[TusRequest] = set()
-        self.open_connections = 0
+        self.connections: set[Any] = set()
         self.draining = False
-        self._idle: list[Deferred] = []
+        self._waiting: list[tuple[set[Any], Deferred]] = []
+
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections)
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
         if protocol is not None:
-            self.open_connections += 1
+            self.connections.add(protocol)
             lost = protocol.connectionLost
 
             def connection_lost(reason: Any) -> None:
-                self.open_connections -= 1
+                self._forget(self.connections, protocol)
                 lost(reason)
 
             protocol.connectionLost = connection_lost
         return protocol
 
     def request_gone(self, request: TusRequest) -> None:
-        self.in_flight.discard(request)
-        if not self.in_flight and self._idle:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
+        self._forget(self.in_flight, request)
+
+    def stop_bodies(self, why: Any) -> int:
+        """
+        Stop every request body still streaming in (C{why}: a
+        L{txtus.web.body.BodyEnd}); what arrived stays stored.
+
+        @return: how many were stopped.
+        """
+        stopped = 0
+        for request in list(self.in_flight):
+            body = request._tus_body
+            if body is not None and getattr(body, "end", True) is None:
+                body.stop(why)
+                stopped += 1
+        return stopped
 
     def when_idle(self) -> Deferred:
         """A Deferred that fires once no request is in flight."""
-        if not self.in_flight:
+        return self._when_empty(self.in_flight)
+
+    def close_connections(self) -> Deferred:
+        """
+        Close every connection once what was written to it is sent.
+
+        @return: a Deferred that fires when they are all closed.
+        """
+        for protocol in list(self.connections):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return self._when_empty(self.connections)
+
+    def _when_empty(self, items: set[Any]) -> Deferred:
+        if not items:
             return succeed(None)
         d: Deferred = Deferred()
-        self._idle.append(d)
+        self._waiting.append((items, d))
         return d
+
+    def _forget(self, items: set[Any], item: Any) -> None:
+        items.discard(item)
+        if not items and self._waiting:
+            ready = [d for waited, d in self._waiting if waited is items]
+            self._waiting = [(waited, d) for waited, d in self._waiting if waited is not items]
+            for d in ready:
+                d.callback(None)
 
     def log(self, request: Any) -> None:
         """Upload events are logged by the tus resource; skip access logs."""
