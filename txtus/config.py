@@ -51,8 +51,11 @@ class TusConfig:
     @ivar min_upload_rate: bytes per second a request body must average
         over each C{network_timeout} window, or be cut (keeping what
         arrived); 0 to accept any pace that keeps making progress.
-    @ivar behind_proxy: trust C{Forwarded} / C{X-Forwarded-*} for
-        C{Location}.
+    @ivar behind_proxy: trust C{Forwarded} / C{X-Forwarded-Host},
+        C{-Proto} and C{-Prefix} for C{Location}; without it they are
+        ignored.
+    @ivar relative_location: answer C{Location} (and C{Upload-Concat})
+        with the upload's path alone, no scheme nor host.
     @ivar reactor: the reactor to use; L{None} for the global one.
     @ivar clock: what tells the time for expiration (an C{IReactorTime});
         the reactor unless given.
@@ -86,6 +89,7 @@ class TusConfig:
     network_timeout: float = 60.0
     min_upload_rate: float = 0.0
     behind_proxy: bool = False
+    relative_location: bool = False
     cors: CorsConfig = field(default_factory=CorsConfig)
     disable_download: bool = False
     disable_termination: bool = False

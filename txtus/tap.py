@@ -100,7 +100,8 @@ class Options(usage.Options):
         ["shutdown-timeout", None, "10", "Seconds requests in flight get to finish on SIGTERM/SIGINT before their bodies are cut (keeping what they stored)."],
     ]
     optFlags = [
-        ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto for Location."],
+        ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto / X-Forwarded-Prefix for Location."],
+        ["relative-location", None, "Answer Location with the upload's path only (no scheme nor host)."],
         ["disable-metrics", None, "Serve no Prometheus metrics."],
         ["disable-cors", None, "Send no CORS headers."],
         ["disable-demo", None, "Serve a one-line greeting at / instead of the demo upload page."],
@@ -294,6 +295,7 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         network_timeout=options["network-timeout"],
         min_upload_rate=options["min-upload-rate"],
         behind_proxy=options["behind-proxy"],
+        relative_location=options["relative-location"],
         cors=CorsConfig(enabled=not options["disable-cors"], allow_origin=options["cors-origin"]),
         disable_download=options["disable-download"],
         disable_termination=options["disable-termination"],

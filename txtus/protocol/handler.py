@@ -414,13 +414,22 @@ class TusHandler:
         return _Held(self.composer.locker, upload_id, body)
 
     def upload_url(self, request: Any, upload_id: str) -> str:
-        """The absolute URL of an upload, for C{Location} and C{Upload-Concat}."""
-        if self.config.absolute_base:
-            return self.config.base_path + upload_id
+        """
+        The URL of an upload, for C{Location} and C{Upload-Concat}:
+        absolute, or just its path with C{relative_location}.
+        """
+        config = self.config
+        if config.absolute_base:
+            if config.relative_location:
+                return urlsplit(config.base_path).path + upload_id
+            return config.base_path + upload_id
+        get = request.requestHeaders.getRawHeaders
+        path = f"{self._proxy_prefix(request)}{mount_path(request)}{upload_id}"
+        if config.relative_location:
+            return path
         scheme = "https" if request.isSecure() else "http"
         host = None
-        if self.config.behind_proxy:
-            get = request.requestHeaders.getRawHeaders
+        if config.behind_proxy:
             fwd_host, fwd_scheme = headers.forwarded_origin(
                 _first(get(b"forwarded")), _first(get(b"x-forwarded-host")), _first(get(b"x-forwarded-proto")))
             host, scheme = fwd_host, fwd_scheme or scheme
@@ -431,19 +440,27 @@ class TusHandler:
             address = request.getHost()
             host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
         host = headers.strip_default_port(host, scheme)
-        return f"{scheme}://{host}{mount_path(request)}{upload_id}"
+        return f"{scheme}://{host}{path}"
+
+    def _proxy_prefix(self, request: Any) -> str:
+        """The path a trusted proxy says it removed (X-Forwarded-Prefix)."""
+        if not self.config.behind_proxy:
+            return ""
+        return headers.forwarded_prefix(request.getHeader(b"x-forwarded-prefix"))
 
     def id_from_url(self, request: Any, url: str) -> str | None:
         """The upload ID in an absolute or relative upload URL, or L{None}."""
         path = urlsplit(url).path
         if self.config.absolute_base:
-            prefix = urlsplit(self.config.base_path).path
+            prefixes = [urlsplit(self.config.base_path).path]
         else:
-            prefix = mount_path(request)
-        if not path.startswith(prefix):
-            return None
-        upload_id = path[len(prefix):].strip("/")
-        return upload_id if self.composer.is_valid_upload_id(upload_id) else None
+            # As the client knows it (through the proxy), or as we do.
+            prefixes = [self._proxy_prefix(request) + mount_path(request), mount_path(request)]
+        for prefix in prefixes:
+            if path.startswith(prefix):
+                upload_id = path[len(prefix):].strip("/")
+                return upload_id if self.composer.is_valid_upload_id(upload_id) else None
+        return None
 
 
 def mount_path(request: Any) -> str:

@@ -269,6 +269,23 @@ def forwarded_origin(forwarded: bytes | None, x_host: bytes | None,
     return host, scheme
 
 
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
+
+
+def forwarded_prefix(x_prefix: bytes | None) -> str:
+    """
+    The path prefix a reverse proxy removed before forwarding
+    (C{X-Forwarded-Prefix: /uploads}), without a trailing slash; C{""}
+    when there is none, or when it is anything but plain path segments.
+    """
+    if not x_prefix:
+        return ""
+    prefix = x_prefix.decode("latin-1").split(",")[0].strip()
+    if not _PREFIX.fullmatch(prefix) or any(s in (".", "..") for s in prefix.split("/")):
+        return ""
+    return prefix.rstrip("/")
+
+
 def strip_default_port(host: str, scheme: str) -> str:
     if scheme == "http" and host.endswith(":80"):
         return host[:-3]
