@@ -128,6 +128,10 @@ class TwistProcess:
 
         self.port = wait_until(port, "twist tus to listen", timeout=20)
 
+    def ports(self) -> list[int]:
+        """Every port the current process listens on, in the order of its --port options."""
+        return [int(port) for port in _STARTED.findall(self.log.read_text() if self.log.exists() else "")]
+
     def kill9(self) -> None:
         """SIGKILL: no cleanup, no flush, no goodbye."""
         assert self.process is not None

@@ -339,3 +339,51 @@ def test_set_read_size_on_tcp_transport():
     assert tcp.Connection.bufferSize == 64 * 1024  # only this connection
     channel.transport = object()
     set_read_size(request, 1)  # a transport without reads of its own: ignored
+
+
+# HTTP/2 (twisted.web._http2) -------------------------------------------------
+
+def _h2_stream(headers: list[tuple[bytes, bytes]]) -> Any:
+    """An H2Stream built as H2Connection builds one, on a request that records gotLength."""
+    from twisted.web._http2 import H2Connection, H2Stream
+
+    seen: dict[str, Any] = {}
+
+    class Recording(http.Request):
+        def gotLength(self, length: int | None) -> None:
+            seen["headers complete"] = _twisted_private.headers_complete_at_got_length(self)
+            seen["upload-offset"] = self.getHeader(b"upload-offset")
+            seen["request line"] = _twisted_private.request_line(self)
+            super().gotLength(length)
+
+    connection = H2Connection(Clock())
+    connection.makeConnection(StringTransport())
+    stream = H2Stream(1, connection, headers, Recording, None, None)
+    return stream, connection, seen
+
+
+def test_h2_calls_gotlength_at_content_length_before_later_headers():
+    stream, _, seen = _h2_stream([(b":method", b"PATCH"), (b":path", b"/files/x"), (b":authority", b"h"),
+                                  (b"content-length", b"5"), (b"upload-offset", b"0")])
+    # The reason TusRequest waits for the first body chunk on HTTP/2.
+    assert seen == {"headers complete": False, "upload-offset": None,
+                    "request line": (b"PATCH", b"/files/x", b"HTTP/2")}
+    assert _twisted_private.transport_producer(stream._request) is stream
+
+
+def test_h2_without_content_length_has_every_header_at_gotlength():
+    _, _, seen = _h2_stream([(b":method", b"PATCH"), (b":path", b"/files/x"), (b"upload-offset", b"0")])
+    assert seen["headers complete"] is True
+    assert seen["upload-offset"] == b"0"
+
+
+def test_h2_private_names_used_still_exist():
+    from twisted.web._http2 import H2Connection, H2Stream
+
+    connection = H2Connection(Clock())
+    assert isinstance(connection._streamCleanupCallbacks, dict)
+    assert callable(connection._tryToWriteControlData)
+    assert callable(H2Stream._send100Continue)
+    stream, _, _ = _h2_stream([(b":method", b"GET"), (b":path", b"/")])
+    assert stream._conn is not None and stream.streamID == 1
+    assert list(stream._inboundDataBuffer) == []

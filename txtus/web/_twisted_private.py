@@ -16,6 +16,14 @@ Why each is needed:
   - The channel's idle timeout must not cut a body paused by a slow store,
     yet must come back for the response; twisted.web keeps it in a private
     attribute while a request is processed.
+  - HTTP/2 (twisted.web._http2): each request's channel is an C{H2Stream},
+    which has no transport but is itself the push producer of the request
+    body (pausing it withholds the stream's flow-control window, which is
+    the backpressure); it calls C{gotLength} on meeting C{Content-Length},
+    possibly before the headers after it; and a response that ends a
+    stream whose body is unread leaves Twisted unable to take that body's
+    remaining DATA frames, so the stream must be reset (RFC 9113 8.1:
+    RST_STREAM with NO_ERROR after a complete response).
 """
 
 from __future__ import annotations
@@ -48,6 +56,25 @@ def request_line(request: Any) -> tuple[bytes, bytes, bytes] | None:
     return None
 
 
+def _h2_stream(request: Any) -> Any:
+    """The request's C{H2Stream} if it came over HTTP/2, else L{None}."""
+    channel = _channel(request)
+    if channel is not None and getattr(channel, "streamID", None) is not None and hasattr(channel, "_conn"):
+        return channel
+    return None
+
+
+def headers_complete_at_got_length(request: Any) -> bool:
+    """
+    Whether every request header is known when C{gotLength} is called:
+    yes on HTTP/1.1 (at the end of the header block); on HTTP/2 only if
+    the request has no C{Content-Length} (else C{gotLength} comes when that
+    header is met).  When not, they are all known by the first body chunk.
+    """
+    stream = _h2_stream(request)
+    return stream is None or not request.requestHeaders.hasHeader(b"content-length")
+
+
 def set_read_size(request: Any, size: int) -> None:
     """
     Read up to C{size} bytes per C{recv} on this request's TCP connection.
@@ -67,6 +94,9 @@ def transport_producer(request: Any) -> Any:
     channel = _channel(request)
     if channel is None:
         return None
+    stream = _h2_stream(request)
+    if stream is not None:
+        return stream  # pausing it stops opening the stream's window
     transport = getattr(channel, "transport", None)
     return IPushProducer(transport, None)
 
@@ -107,10 +137,38 @@ def close_after_response(request: Any) -> None:
     Make the channel close the connection once this request's response is
     written, instead of reading the next request from the (unread) body.
     """
+    stream = _h2_stream(request)
+    if stream is not None:
+        # No Connection header on HTTP/2: end just this stream, once the
+        # response has gone out.
+        _reset_stream_when_done(stream)
+        return
     channel = _channel(request)
     if channel is not None and hasattr(channel, "persistent"):
         channel.persistent = False
     request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+
+
+def _reset_stream_when_done(stream: Any) -> None:
+    connection = stream._conn
+    done = connection._streamCleanupCallbacks.get(stream.streamID)
+    if done is None:
+        return
+    stream_id = stream.streamID
+
+
+    def reset(ignored: Any) -> Any:
+        from h2.errors import ErrorCodes
+        from h2.exceptions import StreamClosedError
+        try:
+            connection.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        except StreamClosedError:
+            pass  # the client finished sending after all
+        else:
+            connection._tryToWriteControlData()
+        return ignored
+
+    done.addCallback(reset)
 
 
 def capture_trailers(request: Any) -> None:
@@ -164,7 +222,13 @@ def write_informational(request: Any, code: int, reason: bytes, headers: list[tu
         final response started).
     """
     channel = _channel(request)
-    if channel is None or request.startedWriting or getattr(channel, "_version", request.clientproto) != b"HTTP/1.1":
+    if channel is None or request.startedWriting:
+        return False
+    stream = _h2_stream(request)
+    if stream is not None and code == 100:
+        stream._send100Continue()
+        return True
+    if getattr(channel, "_version", request.clientproto) != b"HTTP/1.1":
         return False
     transport = getattr(channel, "transport", None)
     if transport is None:

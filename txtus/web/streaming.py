@@ -37,6 +37,7 @@ class TusRequest(server.Request):
     _tus_body: Any = None
     _header_deadline: Any = None
     _refused = False
+    _length_pending: tuple[int | None] | None = None
     _tus_site: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -68,6 +69,17 @@ class TusRequest(server.Request):
         if self._tus_site is not None and self._tus_site.draining:
             self._refuse_while_draining(length)
             return
+        if length != 0 and not _twisted_private.headers_complete_at_got_length(self):
+            # HTTP/2: headers after Content-Length are still to come; they
+            # are all in by the first body chunk (or the end of the body).
+            self._length_pending = (length,)
+            self.content = io.BytesIO()
+            return
+        self._choose_body(length)
+
+    def _choose_body(self, length: int | None) -> None:
+        """Stream the body to the resource if it takes one, else buffer it."""
+        self._length_pending = None
         if length != 0:
             line = _twisted_private.request_line(self)
             if line is not None:
@@ -104,6 +116,8 @@ class TusRequest(server.Request):
         return receiver
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self._length_pending is not None:
+            self._choose_body(*self._length_pending)
         body = self._tus_body
         if body is None:
             super().handleContentChunk(data)
@@ -111,6 +125,8 @@ class TusRequest(server.Request):
             body.chunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._length_pending is not None:
+            self._choose_body(*self._length_pending)
         if self._tus_body is not None:
             self._tus_body.ended(getattr(self, "trailers", Headers()))
         super().requestReceived(command, path, version)
