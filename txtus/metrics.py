@@ -130,7 +130,8 @@ class PrometheusMetrics:
         if composer.core is not None:
             timed.core = _wrap(_TimedStore(composer.core, self), composer.core)
         for slot, cls in (("terminater", _TimedTerminater), ("concater", _TimedConcater),
-                          ("length_deferrer", _TimedDeferrer), ("locker", _TimedLocker)):
+                          ("length_deferrer", _TimedDeferrer), ("locker", _TimedLocker),
+                          ("stager", _TimedStager)):
             target = getattr(composer, slot)
             if target is not None:
                 setattr(timed, slot, _wrap(cls(target, self), target))
@@ -222,7 +223,7 @@ class _TimedUpload(_Timed):
 
     def open_chunk(self, offset: int) -> Deferred:
         d = self._metrics.timed("open_chunk", self._target.open_chunk, offset)
-        return d.addCallback(lambda writer: _wrap(_TimedWriter(writer, self._metrics, offset), writer))
+        return d.addCallback(_TimedWriter.around, self._metrics, offset)
 
     def finish(self) -> Deferred:
         d = self._metrics.timed("finish", self._target.finish)
@@ -238,11 +239,18 @@ class _TimedWriter(_Timed):
         self._active = True
         metrics.active_uploads.inc()
 
+    @classmethod
+    def around(cls, writer: Any, metrics: PrometheusMetrics, offset: int) -> Any:
+        return _wrap(cls(writer, metrics, offset), writer)
+
     def commit(self) -> Deferred:
         return self._metrics.timed("commit", self._target.commit).addBoth(self._committed)
 
     def rollback(self) -> Deferred:
         return self._metrics.timed("rollback", self._target.rollback).addBoth(self._ended)
+
+    def abort(self) -> Deferred:
+        return self._target.abort().addBoth(self._ended)
 
     def _committed(self, result: Any) -> Any:
         if isinstance(result, int) and result > self._offset:
@@ -271,6 +279,12 @@ class _TimedConcater(_Timed):
 class _TimedDeferrer(_Timed):
     def declare_length(self, upload: Any, length: int) -> Deferred:
         return self._metrics.timed("declare_length", self._target.declare_length, _unwrap(upload), length)
+
+
+class _TimedStager(_Timed):
+    def open_staged_chunk(self, upload: Any, offset: int) -> Deferred:
+        d = self._metrics.timed("open_chunk", self._target.open_staged_chunk, _unwrap(upload), offset)
+        return d.addCallback(_TimedWriter.around, self._metrics, offset)
 
 
 class _UntimedReader(_Timed):
