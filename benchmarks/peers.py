@@ -8,6 +8,8 @@ CPU seconds).
 - C{txtus-default}: C{twist tus} with its default options (fsync on finish).
 - C{txtus-hooks}: C{txtus} with every hook event sent to an in-process
   no-op hook (only with C{--peers}): the cost of hooks.
+- C{txtus-nometrics}: C{txtus} with C{--disable-metrics} (only with
+  C{--peers}): the cost of metrics, and with C{txtus-hooks}, of both.
 - C{ceiling}: the no-logic asyncio server of L{minimal_server}.
 - C{discard}: the same, throwing bodies away; shows the load generator's
   own limit.
@@ -30,8 +32,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ALL = ("txtus", "txtus-default", "ceiling", "discard", "tus-node")
-# Measured only when asked for (--peers).
-EXTRA = ("txtus-hooks",)
+# Measured only when asked for (--peers): what a feature costs.
+EXTRA = ("txtus-hooks", "txtus-nometrics")
 
 NODE_SERVER = """\
 import { Server } from '@tus/server';
@@ -93,6 +95,7 @@ def python_peers() -> dict[str, Peer]:
         "txtus-hooks": Peer("txtus-hooks", twist + ["--fsync", "never", "--hooks-plugin", "bench-noop",
                                                     "--hooks-enabled-events", ""],
                             env={"PYTHONPATH": os.pathsep.join([REPO, HERE, os.environ.get("PYTHONPATH", "")])}),
+        "txtus-nometrics": Peer("txtus-nometrics", twist + ["--fsync", "never", "--disable-metrics"]),
         "ceiling": Peer("ceiling", minimal + ["ceiling", "{port}", "{dir}"]),
         "discard": Peer("discard", minimal + ["discard", "{port}", "{dir}"], stores=False),
     }

@@ -160,3 +160,56 @@ def test_idle_server_exits_zero_at_once(tmp_path):
     server.process.send_signal(signal.SIGTERM)
     exits_zero(server)
     server.assert_clean_log()
+
+
+# Drain, on a real TusSite with a Clock ----------------------------------------
+
+class _StuckBody:
+    """A body whose request never ends, even once stopped (a store that hangs)."""
+
+    end = None
+
+    def stop(self, why):
+        self.stopped = why
+
+
+class _StuckRequest:
+    def __init__(self):
+        self._tus_body = _StuckBody()
+
+
+def test_drain_cuts_after_the_timeout_then_gives_up_on_requests_that_hang():
+    from twisted.internet.task import Clock
+    from twisted.web.resource import Resource
+
+    from txtus.shutdown import AFTER_CUT, Drain
+    from txtus.web.body import BodyEnd
+    from txtus.web.streaming import TusSite
+
+    clock = Clock()
+    site = TusSite(Resource(), reactor=clock)
+    request = _StuckRequest()
+    site.in_flight.add(request)
+    drain = Drain(site, 10.0, clock)
+    assert site.draining
+    clock.advance(9.9)
+    assert not hasattr(request._tus_body, "stopped") and not drain.done.called
+    clock.advance(0.1)
+    assert request._tus_body.stopped is BodyEnd.SHUTDOWN
+    assert not drain.done.called
+    clock.advance(AFTER_CUT)
+    assert drain.done.called
+    assert not clock.getDelayedCalls()
+
+
+def test_drain_of_an_idle_site_is_done_at_once():
+    from twisted.internet.task import Clock
+    from twisted.web.resource import Resource
+
+    from txtus.shutdown import Drain
+    from txtus.web.streaming import TusSite
+
+    clock = Clock()
+    drain = Drain(TusSite(Resource(), reactor=clock), 10.0, clock)
+    assert drain.done.called
+    assert not clock.getDelayedCalls()

@@ -91,8 +91,8 @@ class Drain:
         # Responses may still sit in transport buffers: close connections
         # (idle kept-alive ones too) after they are flushed, as stopping the
         # reactor would drop them.
-        self._site.close_connections().addCallback(self._finish)
         self._stop_waiting_soon()
+        self._site.close_connections().addCallback(self._finish)
 
     def _finish(self, ignored: Any) -> None:
         for call in self._calls:

@@ -423,13 +423,13 @@ class TusHandler:
             if config.relative_location:
                 return urlsplit(config.base_path).path + upload_id
             return config.base_path + upload_id
-        get = request.requestHeaders.getRawHeaders
         path = f"{self._proxy_prefix(request)}{mount_path(request)}{upload_id}"
         if config.relative_location:
             return path
         scheme = "https" if request.isSecure() else "http"
         host = None
         if config.behind_proxy:
+            get = request.requestHeaders.getRawHeaders
             fwd_host, fwd_scheme = headers.forwarded_origin(
                 _first(get(b"forwarded")), _first(get(b"x-forwarded-host")), _first(get(b"x-forwarded-proto")))
             host, scheme = fwd_host, fwd_scheme or scheme
