@@ -59,8 +59,8 @@ class Drain:
         if pending:
             log.info("shutting down: waiting up to {timeout} s for {count} request(s) in flight",
                      timeout=timeout, count=pending)
-        site.when_idle().addCallback(self._idle)
         self._calls.append(clock.callLater(timeout, self.cut))
+        site.when_idle().addCallback(self._idle)
 
     def cut(self) -> None:
         """Cut every request body now, keeping what it stored."""
