@@ -17,13 +17,17 @@ they stored, so no protocol code has to remember to count.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
-from twisted.internet.defer import Deferred, maybeDeferred
+from prometheus_client.utils import floatToGoString
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import classImplements, directlyProvides, implementedBy, implementer, providedBy
 
 from txtus.composer import StoreComposer
 from txtus.interfaces import IMetrics
@@ -77,53 +81,46 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry if registry is not None else CollectorRegistry()
-        self.requests = Counter("txtus_requests", "tus requests answered, by method and status.",
-                                ["method", "status"], registry=registry)
-        self.errors = Counter("txtus_errors", "Error responses, by tus error code.", ["code"], registry=registry)
-        self.bytes_received = Counter("txtus_bytes_received", "Upload bytes received and stored.",
-                                      registry=registry)
-        self.uploads_created = Counter("txtus_uploads_created", "Uploads created.", registry=registry)
-        self.uploads_finished = Counter("txtus_uploads_finished", "Uploads that received their last byte.",
-                                        registry=registry)
-        self.uploads_terminated = Counter("txtus_uploads_terminated", "Uploads terminated (DELETE).",
-                                          registry=registry)
-        self.open_connections = Gauge("txtus_open_connections", "Open HTTP connections.", registry=registry)
-        self.active_uploads = Gauge("txtus_active_uploads", "Request bodies being stored right now.",
-                                    registry=registry)
-        self.hook_calls = Counter("txtus_hook_calls", "Hook calls, by event.", ["event"], registry=registry)
-        self.hook_failures = Counter("txtus_hook_failures", "Hook calls that failed, by event.", ["event"],
-                                     registry=registry)
-        self.request_duration = Histogram("txtus_request_duration_seconds",
-                                          "Time from a request's headers to its response being decided.",
-                                          ["method"], buckets=REQUEST_BUCKETS, registry=registry)
-        self.store_duration = Histogram("txtus_store_operation_duration_seconds",
-                                        "Time store and locker operations take, by operation.",
-                                        ["operation"], buckets=STORE_BUCKETS, registry=registry)
-        # Label children bound once: labels() takes a lock and a lookup.
-        self._store_ops = {name: self.store_duration.labels(name).observe for name in STORE_OPERATIONS}
-        self._methods: dict[bytes, Any] = {}
+        self.requests = _Counter(registry, "txtus_requests", "tus requests answered, by method and status.",
+                                 "method", "status")
+        self.errors = _Counter(registry, "txtus_errors", "Error responses, by tus error code.", "code")
+        self.bytes_received = _Counter(registry, "txtus_bytes_received", "Upload bytes received and stored.")
+        self.uploads_created = _Counter(registry, "txtus_uploads_created", "Uploads created.")
+        self.uploads_finished = _Counter(registry, "txtus_uploads_finished", "Uploads that received their last byte.")
+        self.uploads_terminated = _Counter(registry, "txtus_uploads_terminated", "Uploads terminated (DELETE).")
+        self.open_connections = _Gauge(registry, "txtus_open_connections", "Open HTTP connections.")
+        self.active_uploads = _Gauge(registry, "txtus_active_uploads", "Request bodies being stored right now.")
+        self.hook_calls = _Counter(registry, "txtus_hook_calls", "Hook calls, by event.", "event")
+        self.hook_failures = _Counter(registry, "txtus_hook_failures", "Hook calls that failed, by event.", "event")
+        self.request_duration = _Histogram(
+            registry, "txtus_request_duration_seconds",
+            "Time from a request's headers to its response being decided.", "method", REQUEST_BUCKETS)
+        self.store_duration = _Histogram(
+            registry, "txtus_store_operation_duration_seconds",
+            "Time store and locker operations take, by operation.", "operation", STORE_BUCKETS)
+        self._store_ops = {name: self.store_duration.series(name) for name in STORE_OPERATIONS}
+        self._methods: dict[bytes, Callable[[float], None]] = {}
 
     # IMetrics ------------------------------------------------------------
 
     def request_done(self, method: bytes, status: int, seconds: float) -> None:
-        name = method.decode("latin-1")
-        self.requests.labels(name, str(status)).inc()
         observe = self._methods.get(method)
         if observe is None:
-            observe = self._methods[method] = self.request_duration.labels(name).observe
+            observe = self._methods[method] = self.request_duration.series(method.decode("latin-1"))
         observe(seconds)
+        self.requests.inc((method.decode("latin-1"), status))
 
     def error(self, code: str) -> None:
-        self.errors.labels(code).inc()
+        self.errors.inc((code,))
 
     def hook_called(self, event: str) -> None:
-        self.hook_calls.labels(event).inc()
+        self.hook_calls.inc((event,))
 
     def hook_failed(self, event: str) -> None:
-        self.hook_failures.labels(event).inc()
+        self.hook_failures.inc((event,))
 
     def watch_connections(self, count: Callable[[], int]) -> None:
-        self.open_connections.set_function(count)
+        self.open_connections.read = count
 
     def instrument(self, composer: StoreComposer) -> StoreComposer:
         timed = StoreComposer()
@@ -143,15 +140,103 @@ class PrometheusMetrics:
 
     # For the wrappers ------------------------------------------------------
 
-    def timed(self, operation: str, call: Callable[..., Any], *args: Any) -> Deferred:
+    def timed(self, operation: str, started: float, d: Deferred,
+              then: Callable[..., Any] | None = None, *args: Any) -> Deferred:
+        """
+        Observe how long C{operation}, which began at C{started}
+        (C{time.perf_counter()}) and returned C{d}, takes; on success, pass
+        its result through C{then(result, *args)} if given.
+        """
         observe = self._store_ops[operation]
-        start = time.perf_counter()
+        if d.called:
+            # Most local operations are done already: skip a callback.
+            observe(time.perf_counter() - started)
+            return d if then is None else d.addCallback(then, *args)
 
         def done(result: Any) -> Any:
-            observe(time.perf_counter() - start)
-            return result
+            observe(time.perf_counter() - started)
+            if then is None or isinstance(result, Failure):
+                return result
+            return then(result, *args)
 
-        return maybeDeferred(call, *args).addBoth(done)
+        return d.addBoth(done)
+
+
+# The metrics themselves ------------------------------------------------------
+#
+# prometheus-client's own metric classes take a lock on every update (they
+# are made for threads); txtus updates and collects on the reactor thread
+# only, so these keep plain numbers and hand them to the client as metric
+# families when scraped.  That makes an update a dict or list increment.
+
+class _Counter:
+    """A counter, by label values (a tuple; C{()} when it has no labels)."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, *labels: str) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[tuple, float] = {} if labels else {(): 0.0}
+        registry.register(self)
+
+    def inc(self, labels: tuple = (), amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in self.values.items():
+            family.add_metric([str(label) for label in labels], value)
+        yield family
+
+
+class _Gauge:
+    """A gauge moved by C{inc}/C{dec}, or C{read} when scraped if set."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.value = 0
+        self.read: Callable[[], float] | None = None
+        registry.register(self)
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+    def collect(self) -> Any:
+        yield GaugeMetricFamily(self.name, self.documentation, value=self.read() if self.read else self.value)
+
+
+class _Histogram:
+    """A histogram with one label; C{series(value)} is its fast C{observe}."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, label: str,
+                 buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = [bound for bound in buckets if bound != float("inf")]
+        self.counts: dict[str, tuple[list[int], list[float]]] = {}
+        registry.register(self)
+
+    def series(self, value: str) -> Callable[[float], None]:
+        counts, total = self.counts.setdefault(value, ([0] * (len(self.bounds) + 1), [0.0]))
+        bounds = self.bounds
+
+        def observe(seconds: float) -> None:
+            counts[bisect_left(bounds, seconds)] += 1
+            total[0] += seconds
+
+        return observe
+
+    def collect(self) -> Any:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, (counts, total) in self.counts.items():
+            if not any(counts):
+                continue  # a series bound in advance that saw nothing yet
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self.bounds, float("inf")], counts):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([value], buckets, total[0])
+        yield family
 
 
 class MetricsResource(Resource):
@@ -188,6 +273,24 @@ def _wrap(proxy: Any, target: Any) -> Any:
     return proxy
 
 
+_PROXY_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def _proxy(cls: type, target: Any, *args: Any) -> Any:
+    """
+    A C{cls} wrapping C{target} and declaring the interfaces its class
+    implements: one subclass per (wrapper, target class), made once, as
+    declaring interfaces per object costs more than the rest of the
+    wrapping (uploads and writers are wrapped on every request).
+    """
+    key = (cls, type(target))
+    proxy_class = _PROXY_CLASSES.get(key)
+    if proxy_class is None:
+        proxy_class = _PROXY_CLASSES[key] = type(cls.__name__, (cls,), {})
+        classImplements(proxy_class, *implementedBy(type(target)))
+    return proxy_class(target, *args)
+
+
 def _unwrap(upload: Any) -> Any:
     return upload._target if isinstance(upload, _TimedUpload) else upload
 
@@ -203,31 +306,37 @@ class _Timed:
 
 class _TimedStore(_Timed):
     def new_upload(self, info: Any) -> Deferred:
-        d = self._metrics.timed("new_upload", self._target.new_upload, info)
-        return d.addCallback(self._created)
+        return self._metrics.timed("new_upload", time.perf_counter(), self._target.new_upload(info),
+                                   self._created)
 
     def get_upload(self, upload_id: str) -> Deferred:
-        return self._metrics.timed("get_upload", self._target.get_upload, upload_id).addCallback(self._upload)
+        return self._metrics.timed("get_upload", time.perf_counter(), self._target.get_upload(upload_id),
+                                   _open_upload, self._metrics)
 
     def _created(self, upload: Any) -> Any:
         self._metrics.uploads_created.inc()
-        return self._upload(upload)
-
-    def _upload(self, upload: Any) -> Any:
-        return _wrap(_TimedUpload(upload, self._metrics), upload)
+        return _open_upload(upload, self._metrics)
 
 
 class _TimedUpload(_Timed):
     def get_info(self) -> Deferred:
-        return self._metrics.timed("get_info", self._target.get_info)
+        return self._metrics.timed("get_info", time.perf_counter(), self._target.get_info())
 
     def open_chunk(self, offset: int) -> Deferred:
-        d = self._metrics.timed("open_chunk", self._target.open_chunk, offset)
-        return d.addCallback(_TimedWriter.around, self._metrics, offset)
+        return self._metrics.timed("open_chunk", time.perf_counter(), self._target.open_chunk(offset),
+                                   _open_writer, self._metrics, offset)
 
     def finish(self) -> Deferred:
-        d = self._metrics.timed("finish", self._target.finish)
-        return d.addCallback(_count, self._metrics.uploads_finished)
+        return self._metrics.timed("finish", time.perf_counter(), self._target.finish(),
+                                   _count, self._metrics.uploads_finished)
+
+
+def _open_upload(upload: Any, metrics: PrometheusMetrics) -> Any:
+    return _proxy(_TimedUpload, upload, metrics)
+
+
+def _open_writer(writer: Any, metrics: PrometheusMetrics, offset: int) -> Any:
+    return _proxy(_TimedWriter, writer, metrics, offset)
 
 
 class _TimedWriter(_Timed):
@@ -239,22 +348,18 @@ class _TimedWriter(_Timed):
         self._active = True
         metrics.active_uploads.inc()
 
-    @classmethod
-    def around(cls, writer: Any, metrics: PrometheusMetrics, offset: int) -> Any:
-        return _wrap(cls(writer, metrics, offset), writer)
-
     def commit(self) -> Deferred:
-        return self._metrics.timed("commit", self._target.commit).addBoth(self._committed)
+        return self._metrics.timed("commit", time.perf_counter(), self._target.commit()).addBoth(self._committed)
 
     def rollback(self) -> Deferred:
-        return self._metrics.timed("rollback", self._target.rollback).addBoth(self._ended)
+        return self._metrics.timed("rollback", time.perf_counter(), self._target.rollback()).addBoth(self._ended)
 
     def abort(self) -> Deferred:
         return self._target.abort().addBoth(self._ended)
 
     def _committed(self, result: Any) -> Any:
         if isinstance(result, int) and result > self._offset:
-            self._metrics.bytes_received.inc(result - self._offset)
+            self._metrics.bytes_received.inc((), result - self._offset)
         return self._ended(result)
 
     def _ended(self, result: Any) -> Any:
@@ -266,25 +371,27 @@ class _TimedWriter(_Timed):
 
 class _TimedTerminater(_Timed):
     def terminate(self, upload: Any) -> Deferred:
-        d = self._metrics.timed("terminate", self._target.terminate, _unwrap(upload))
-        return d.addCallback(_count, self._metrics.uploads_terminated)
+        return self._metrics.timed("terminate", time.perf_counter(), self._target.terminate(_unwrap(upload)),
+                                   _count, self._metrics.uploads_terminated)
 
 
 class _TimedConcater(_Timed):
     def concat_uploads(self, final: Any, partials: list[Any]) -> Deferred:
-        return self._metrics.timed("concat_uploads", self._target.concat_uploads, _unwrap(final),
-                                   [_unwrap(p) for p in partials])
+        return self._metrics.timed("concat_uploads", time.perf_counter(), self._target.concat_uploads(
+            _unwrap(final), [_unwrap(p) for p in partials]))
 
 
 class _TimedDeferrer(_Timed):
     def declare_length(self, upload: Any, length: int) -> Deferred:
-        return self._metrics.timed("declare_length", self._target.declare_length, _unwrap(upload), length)
+        return self._metrics.timed("declare_length", time.perf_counter(),
+                                   self._target.declare_length(_unwrap(upload), length))
 
 
 class _TimedStager(_Timed):
     def open_staged_chunk(self, upload: Any, offset: int) -> Deferred:
-        d = self._metrics.timed("open_chunk", self._target.open_staged_chunk, _unwrap(upload), offset)
-        return d.addCallback(_TimedWriter.around, self._metrics, offset)
+        return self._metrics.timed("open_chunk", time.perf_counter(),
+                                   self._target.open_staged_chunk(_unwrap(upload), offset),
+                                   _open_writer, self._metrics, offset)
 
 
 class _UntimedReader(_Timed):
@@ -296,9 +403,9 @@ class _TimedLocker(_Timed):
     """Times how long taking a lock waits, which is what operators tune."""
 
     def lock(self, upload_id: str, release_requested: Callable[[], None]) -> Deferred:
-        return self._metrics.timed("lock", self._target.lock, upload_id, release_requested)
+        return self._metrics.timed("lock", time.perf_counter(), self._target.lock(upload_id, release_requested))
 
 
-def _count(result: Any, counter: Counter) -> Any:
+def _count(result: Any, counter: _Counter) -> Any:
     counter.inc()
     return result
