@@ -261,20 +261,25 @@ def call(port: int, method: bytes, target: bytes, headers: dict[bytes, bytes] | 
 
 def exchange(port: int, raw: bytes, timeout: float = WAIT) -> bytes:
     """Send raw request bytes and read everything until the server closes."""
-    chunks = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered early and closed; the answer may still be readable
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            chunks.append(data)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on C{sock} until it closes (or resets) it."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
     return b"".join(chunks)
 
 

@@ -155,3 +155,15 @@ async def test_metrics_off_serves_nothing_and_changes_nothing(server):
     location = await create(server, 3)
     assert (await patch(location, 0, b"abc")).code == 204
     assert (await treq.head(location, headers=TUS)).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_openmetrics_when_the_scraper_asks_for_it(server_factory):
+    server = await server_factory(metrics=PrometheusMetrics())
+    await create(server, 3)
+    response = await treq.get(f"http://127.0.0.1:{server.port_number}/metrics",
+                              headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers.getRawHeaders("content-type")[0].startswith("application/openmetrics-text")
+    body = await response.content()
+    assert b"txtus_uploads_created_total 1.0" in body
+    assert body.endswith(b"# EOF\n")
