@@ -167,3 +167,24 @@ async def test_openmetrics_when_the_scraper_asks_for_it(server_factory):
     body = await response.content()
     assert b"txtus_uploads_created_total 1.0" in body
     assert body.endswith(b"# EOF\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_hook_calls_and_failures_are_counted_by_event(server_factory):
+    from txtus.hooks.inprocess import HookFunctions
+
+    def broken(request):
+        raise RuntimeError("the hook's own bug")
+
+    metrics = PrometheusMetrics()
+    hooks = HookFunctions(pre_create=lambda request: None, pre_finish=broken)
+    server = await server_factory(hooks=hooks, hook_events=frozenset({"pre-create", "pre-finish"}),
+                                  metrics=metrics)
+    location = await create(server, 3)
+    assert (await patch(location, 0, b"abc")).code == 500  # pre-finish failed
+    get = metrics.registry.get_sample_value
+    assert get("txtus_hook_calls_total", {"event": "pre-create"}) == 1
+    assert get("txtus_hook_calls_total", {"event": "pre-finish"}) == 1
+    assert get("txtus_hook_failures_total", {"event": "pre-finish"}) == 1
+    assert get("txtus_hook_failures_total", {"event": "pre-create"}) is None
+    assert get("txtus_errors_total", {"code": "ERR_HOOK_FAILED"}) == 1

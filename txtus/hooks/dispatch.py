@@ -35,7 +35,8 @@ from txtus.hooks.events import (
 )
 from txtus.hooks.inprocess import call_hook
 from txtus.info import UploadInfo
-from txtus.interfaces import IDataStore, IHookHandler
+from txtus.interfaces import IDataStore, IHookHandler, IMetrics
+from txtus.metrics import NO_METRICS
 from txtus.protocol.headers import is_valid_upload_id
 from txtus.web.body import BodyEnd
 
@@ -50,11 +51,13 @@ class HookDispatcher:
         no limit.
     @param progress_interval: least seconds between two C{post-receive}
         events of one upload.
+    @param metrics: counts hook calls and failures by event.
     """
 
     def __init__(self, handler: IHookHandler | None, events: frozenset[str], timeout: float,
-                 progress_interval: float, reactor: Any) -> None:
+                 progress_interval: float, reactor: Any, metrics: IMetrics = NO_METRICS) -> None:
         self._handler = handler
+        self._metrics = metrics
         self._events = events if handler is not None else frozenset()
         self._timeout = timeout
         self.progress_interval = progress_interval
@@ -76,12 +79,14 @@ class HookDispatcher:
         if http_request is None:
             http_request = snapshot(request)
         hook_request = HookRequest(event, info.copy(), http_request)
+        self._metrics.hook_called(event)
         result = call_hook(self._handler, hook_request, self.reactor)
         if self._timeout and not result.called:
             result.addTimeout(self._timeout, self.reactor)
         return result.addErrback(self._failed, event, info.id)
 
     def _failed(self, failure: Failure, event: str, upload_id: str) -> Failure:
+        self._metrics.hook_failed(event)
         if failure.check(TimeoutError):
             error: errors.TusError = errors.HookTimeout(f"the {event} hook did not answer within {self._timeout:g} s")
         elif failure.check(errors.TusError):

@@ -97,7 +97,7 @@ class TusHandler:
         self.extensions = ",".join(config.extensions()).encode("ascii")
         self.concatenation = Concatenation(self.composer, self._lock)
         self.hooks = HookDispatcher(config.hooks, config.hook_events, config.hook_timeout,
-                                    config.progress_hooks_interval, config.reactor)
+                                    config.progress_hooks_interval, config.reactor, config.metrics)
 
     # OPTIONS -----------------------------------------------------------
 
