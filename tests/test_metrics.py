@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
