@@ -232,6 +232,7 @@ FAILURES = {
     "4xx": (lambda e: Answer(b"nope", status=404, content_type=b"text/plain"), "ERR_HOOK_FAILED"),
     "hangs": (lambda e: HANG, "ERR_HOOK_TIMEOUT"),
     "not-json": (lambda e: Answer(b"<html>hi</html>"), "ERR_HOOK_INVALID_RESPONSE"),
+    "empty-body": (lambda e: Answer(b""), "ERR_HOOK_INVALID_RESPONSE"),
     "wrong-content-type": (lambda e: Answer(b"{}", content_type=b"text/html"), "ERR_HOOK_INVALID_RESPONSE"),
     "no-content-type": (lambda e: Answer(b"{}", content_type=b""), "ERR_HOOK_INVALID_RESPONSE"),
     "wrong-shape": (lambda e: answer({"RejectUpload": "yes"}), "ERR_HOOK_INVALID_RESPONSE"),

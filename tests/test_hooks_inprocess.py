@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 
 from txtus.hooks.events import ALL_EVENTS, HookRequest, HookResponse, HTTPResponse
 from txtus.hooks.inprocess import HookFunctions
-from tushttp import OCTET, TUS, create, expect_error, head, header, patch, stored, text, upload_id, wait_for
+from tushttp import TUS, create, expect_error, head, header, patch, stored, text, upload_id, wait_for
 
 ALL = frozenset(ALL_EVENTS)
 

@@ -89,8 +89,13 @@ class HookDispatcher:
         self._metrics.hook_failed(event)
         if failure.check(TimeoutError):
             error: errors.TusError = errors.HookTimeout(f"the {event} hook did not answer within {self._timeout:g} s")
-        elif failure.check(errors.TusError):
+        elif failure.check(errors.HookFailed, errors.HookTimeout, errors.HookInvalidResponse):
             error = failure.value
+        elif failure.check(errors.TusError):
+            # An in-process hook's deliberate answer (UploadRejected...).
+            log.info("{event} hook for upload {upload_id} answered {code}", event=event,
+                     upload_id=upload_id or "-", code=failure.value.code)
+            return failure
         else:
             log.failure("{event} hook for upload {upload_id} raised", failure, event=event,
                         upload_id=upload_id or "-")
