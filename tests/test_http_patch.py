@@ -318,11 +318,13 @@ async def test_unexpected_close_keeps_received_bytes(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_lock_release_interrupts_patch(server):
+async def test_lock_release_interrupts_silent_patch(server):
     """
-    A HEAD for an upload whose PATCH is stalled asks the PATCH to give the
-    lock up: the PATCH ends with ERR_UPLOAD_INTERRUPTED keeping its bytes,
-    and the HEAD sees them.
+    A HEAD for an upload whose PATCH is stalled sees the bytes stored so
+    far; a PATCH resuming from there asks the stalled one to give the lock
+    up, which it does once its client has been silent for
+    C{lock_release_after}: it ends with ERR_UPLOAD_INTERRUPTED keeping its
+    bytes, and the resuming PATCH completes the upload.
     """
     location = await create(server, 10)
     connection = await connect(server)
@@ -333,15 +335,15 @@ async def test_lock_release_interrupts_patch(server):
         status = await head(location)
         assert status.code == 200
         assert header(status, "upload-offset") == "3"
+        response = await patch(location, 3, b"defghij")
+        assert header(response, "upload-offset") == "10"
         raw = await connection.response()
         assert raw.status == 400
         assert raw.text.startswith("ERR_UPLOAD_INTERRUPTED: ")
     finally:
         connection.close()
         await connection.wait_closed()
-    assert stored(server, location) == b"abc"
-    response = await patch(location, 3, b"defghij")
-    assert header(response, "upload-offset") == "10"
+    assert stored(server, location) == b"abcdefghij"
 
 
 # Connection handling -------------------------------------------------------

@@ -81,6 +81,10 @@ class TusConfig:
         500 C{ERR_HOOK_TIMEOUT}; 0 for no limit.
     @ivar progress_hooks_interval: least seconds between two
         C{post-receive} events of one upload.
+    @ivar lock_release_after: seconds a PATCH's client must have sent
+        nothing before another request for the same upload interrupts it
+        (lock release is for clients that are gone; an upload whose bytes
+        still flow is waited for instead).
     """
 
     composer: StoreComposer
@@ -106,6 +110,7 @@ class TusConfig:
     metrics: Any = None
     shutdown_timeout: float = 10.0
     metrics_path: str = "/metrics"
+    lock_release_after: float = 0.5
 
     def __post_init__(self) -> None:
         if self.composer is None or self.composer.core is None:
@@ -128,6 +133,8 @@ class TusConfig:
             raise ValueError("progress_hooks_interval must be positive")
         if self.hooks is not None and not IHookHandler.providedBy(self.hooks):
             raise TypeError("hooks must provide txtus.interfaces.IHookHandler")
+        if self.lock_release_after < 0:
+            raise ValueError("lock_release_after must not be negative")
         if not self.base_path.startswith(("http://", "https://")):
             self.base_path = "/" + self.base_path.strip("/") + "/"
             self.base_path = self.base_path.replace("//", "/")

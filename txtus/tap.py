@@ -73,6 +73,7 @@ class Options(usage.Options):
         ["cors-origin", None, ".*", "Allowed CORS origins: a regular expression, or a comma-separated list of origins."],
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
+        ["lock-release-after", None, "0.5", "Seconds a PATCH's client must have been silent before another request for the upload interrupts it."],
         ["locker", None, "memory", "Upload locks: memory (this process only), file (flock in --path: several processes sharing --path on one machine) or redis (processes on several machines; see --redis-url)."],
         ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db]."],
         ["redis-lock-lease", None, "10", "Seconds an upload stays locked after the process holding it died (--locker redis); renewed every third of it while held."],
@@ -133,7 +134,8 @@ class Options(usage.Options):
             self["min-upload-rate"] = parse_size(self["min-upload-rate"])
         except ValueError as e:
             raise usage.UsageError(f"--min-upload-rate: {e}")
-        for name in ("network-timeout", "acquire-lock-timeout", "redis-lock-lease", "shutdown-timeout"):
+        for name in ("network-timeout", "acquire-lock-timeout", "redis-lock-lease", "shutdown-timeout",
+                     "lock-release-after"):
             try:
                 value = float(self[name])
             except ValueError:
@@ -306,6 +308,7 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         metrics=None if options["disable-metrics"] else _metrics(),
         metrics_path=options["metrics-path"],
         shutdown_timeout=options["shutdown-timeout"],
+        lock_release_after=options["lock-release-after"],
         reactor=reactor,
         hooks=build_hooks(options, reactor),
         hook_events=options["hooks-enabled-events"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -98,6 +99,9 @@ class TusHandler:
         self.concatenation = Concatenation(self.composer, self._lock)
         self.hooks = HookDispatcher(config.hooks, config.hook_events, config.hook_timeout,
                                     config.progress_hooks_interval, config.reactor, config.metrics)
+        # The lock holders of this process that are receiving a body, by
+        # upload ID: readers answer beside an active one (see _Held).
+        self._receiving: dict[str, _Held] = {}
 
     # OPTIONS -----------------------------------------------------------
 
@@ -218,9 +222,7 @@ class TusHandler:
 
     async def head(self, request: Any, upload_id: str | None, body: Any) -> Response:
         upload_id = _require_id(upload_id)
-        async with self._lock(upload_id, None):
-            upload = await self.composer.core.get_upload(upload_id)
-            info = await self._live_info(upload)
+        upload, info = await self._read(upload_id)
         result = {b"cache-control": b"no-store"}
         if not info.is_final or info.is_complete:
             # A final upload has no offset until it is concatenated.
@@ -396,9 +398,7 @@ class TusHandler:
         reader = self.composer.reader
         if self.config.disable_download or reader is None:
             raise errors.DownloadDisabled(headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS"})
-        async with self._lock(upload_id, None):
-            upload = await self.composer.core.get_upload(upload_id)
-            info = await self._live_info(upload)
+        upload, info = await self._read(upload_id)
         content_type, disposition = headers.download_headers(info.metadata)
         result = {b"content-type": content_type, b"content-disposition": disposition}
         if info.offset == 0:
@@ -410,8 +410,27 @@ class TusHandler:
 
     # Helpers -----------------------------------------------------------
 
-    def _lock(self, upload_id: str, body: Any) -> "_Held":
-        return _Held(self.composer.locker, upload_id, body)
+    def _lock(self, upload_id: str, body: Any, patience: float | None = None) -> "_Held":
+        return _Held(self, upload_id, body, patience)
+
+    async def _read(self, upload_id: str) -> tuple[Any, UploadInfo]:
+        """
+        The upload and its info, for HEAD and GET.  A reader does not cut
+        an upload that is receiving bytes, nor waits for it: beside an
+        active PATCH of this process it answers at once from what is
+        committed, and it waits at most L{READER_PATIENCE} for a lock held
+        elsewhere (another process's PATCH, which it cannot see) before
+        doing the same.  A silent holder is interrupted as for any request.
+        """
+        holder = self._receiving.get(upload_id)
+        if holder is None or not holder.active:
+            async with self._lock(upload_id, None, patience=READER_PATIENCE) as locked:
+                if locked:
+                    upload = await self.composer.core.get_upload(upload_id)
+                    return upload, await self._live_info(upload)
+        upload = await self.composer.core.get_upload(upload_id)
+        # No 410 here: an upload receiving bytes is not expired.
+        return upload, await upload.get_info()
 
     def upload_url(self, request: Any, upload_id: str) -> str:
         """
@@ -469,23 +488,57 @@ def mount_path(request: Any) -> str:
     return "/" + prepath + "/" if prepath else "/"
 
 
+# The longest a HEAD or GET waits for a lock before answering from what is
+# committed: tusd's promise that a stalled PATCH never blocks a resuming
+# client for more than about a second.
+READER_PATIENCE = 1.0
+
+
 class _Held:
     """
     C{async with} for an upload's lock; without a locker it does nothing.
-    A lock-release request stops the body being received, if any.
+    It evaluates to whether the lock is held (a reader may stop waiting:
+    C{patience}).
+
+    Lock release is for holders whose client is gone.  When another request
+    asks for the lock, a holder receiving a body lets go (the body ends
+    L{BodyEnd.INTERRUPTED}, keeping what arrived) only once the client has
+    sent nothing for C{config.lock_release_after} seconds; a body still
+    flowing goes on, and the newcomer waits for it.  A holder without a
+    body is brief and simply finishes.  This sits above the locker, so
+    every L{ILocker} behaves the same.
     """
 
-    def __init__(self, locker: Any, upload_id: str, body: Any) -> None:
-        self._locker = locker
+    def __init__(self, handler: TusHandler, upload_id: str, body: Any, patience: float | None) -> None:
+        self._handler = handler
+        self._locker = handler.composer.locker
+        self._clock = handler.config.reactor
         self._upload_id = upload_id
         self._body = body
+        self._patience = patience
         self._lock: Any = None
+        self._check: Any = None
 
-    async def __aenter__(self) -> None:
-        if self._locker is not None:
-            self._lock = await self._locker.lock(self._upload_id, self._release_requested)
+    async def __aenter__(self) -> bool:
+        if self._locker is None:
+            return True
+        waiting = self._locker.lock(self._upload_id, self._release_requested)
+        if self._patience is not None:
+            waiting.addTimeout(self._patience, self._clock)
+        try:
+            self._lock = await waiting
+        except defer.TimeoutError:
+            return False
+        if self._body is not None:
+            self._handler._receiving[self._upload_id] = self
+        return True
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if self._handler._receiving.get(self._upload_id) is self:
+            del self._handler._receiving[self._upload_id]
+        if self._check is not None and self._check.active():
+            self._check.cancel()
+        self._check = None
         if self._lock is not None:
             try:
                 await self._lock.unlock()
@@ -495,9 +548,28 @@ class _Held:
                 # not the client's.
                 log.failure("could not unlock upload {upload_id}", upload_id=self._upload_id)
 
+    @property
+    def active(self) -> bool:
+        """Whether the body is still arriving (not silent for too long)."""
+        body = self._body
+        return body.end is None and body.silent_for(self._clock.seconds()) < self._handler.config.lock_release_after
+
     def _release_requested(self) -> None:
-        if self._body is not None:
-            self._body.stop(BodyEnd.INTERRUPTED)
+        if self._body is not None and self._check is None:
+            self._check_silence()
+
+    def _check_silence(self) -> None:
+        # Lockers ask once per holder: from now on, watch for silence.
+        self._check = None
+        body = self._body
+        if body.end is not None:
+            return
+        quiet = self._handler.config.lock_release_after
+        silent = body.silent_for(self._clock.seconds())
+        if silent >= quiet:
+            body.stop(BodyEnd.INTERRUPTED)
+        else:
+            self._check = self._clock.callLater(quiet - silent, self._check_silence)
 
 
 _TRAILER = object()

@@ -96,8 +96,7 @@ class StreamingBody:
 
     def chunk(self, data: bytes) -> None:
         self.received += len(data)
-        if self._watchdog is not None:
-            self._last_progress = self._clock.seconds()
+        self._last_progress = self._clock.seconds()
         if self._receiver is not None:
             self._receiver(data)
         elif self.end is None:
@@ -150,8 +149,8 @@ class StreamingBody:
                 done.callback(self.end)
             return done
         self._resume_reading()
+        self._last_progress = self._clock.seconds()
         if self._timeout:
-            self._last_progress = self._clock.seconds()
             self._window = (self._last_progress, self.received)
             self._watchdog = self._clock.callLater(self._timeout, self._check_progress)
         return self._done
@@ -181,6 +180,16 @@ class StreamingBody:
     def started(self) -> bool:
         return self._receiver is not None
 
+    def silent_for(self, now: float) -> float:
+        """
+        Seconds the client has sent nothing while we were reading.  Zero
+        before reading starts, while the store holds the body paused and
+        after it ended: only the client's silence counts.
+        """
+        if self._receiver is None or self._consumer_paused or self.end is not None:
+            return 0.0
+        return max(0.0, now - self._last_progress)
+
     @property
     def needs_close(self) -> bool:
         """Whether the response must close the connection (body unread)."""
@@ -194,7 +203,7 @@ class StreamingBody:
 
     def resumeProducing(self) -> None:
         self._consumer_paused = False
-        if self._watchdog is not None:
+        if self._receiver is not None:
             self._last_progress = self._clock.seconds()
         if self._receiver is not None:
             self._resume_reading()
@@ -329,6 +338,10 @@ class BufferedBody:
     @property
     def started(self) -> bool:
         return self._task is not None
+
+    def silent_for(self, now: float) -> float:
+        """Never: every byte is already here."""
+        return 0.0
 
     def pauseProducing(self) -> None:
         if self._task is not None and self.end is None:
