@@ -171,3 +171,64 @@ async def test_cleaner_keeps_sweeping_after_a_failed_listing(tmp_path):
         cleaner.stopService()
     assert lister.calls == 2
     assert not os.path.exists(store.data_path(upload.id))
+
+
+@pytest_twisted.ensureDeferred
+async def test_expiry_slides_with_each_patch(server_factory):
+    """Each PATCH pushes the expiry back to --expire-after from its end."""
+    clock = started_clock()
+    server = await server_factory(expire_after=10, clock=clock)
+    response = await treq.post(server.url, headers={**TUS, "Upload-Length": "30"})
+    location = response.headers.getRawHeaders("location")[0]
+    for offset in (0, 10):
+        clock.advance(8)
+        response = await treq.patch(location, b"0123456789", headers={
+            **TUS, "Upload-Offset": str(offset), "Content-Type": OCTETS})
+        assert response.code == 204
+        assert response.headers.getRawHeaders("upload-expires") == [http_date(clock.seconds() + 10).decode()]
+    clock.advance(8)  # 24 s after creation, 8 s after the last PATCH
+    response = await treq.head(location, headers=TUS)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("upload-expires") == [http_date(clock.seconds() + 2).decode()]
+    assert await ExpirationCleaner(server.config).sweep() == []
+    clock.advance(2)
+    response = await treq.head(location, headers=TUS)
+    assert response.code == 410
+
+
+@pytest_twisted.ensureDeferred
+async def test_trickling_patch_outlives_its_expiry(server_factory):
+    """
+    A PATCH trickling 10 bytes every 0.2 s for longer than --expire-after,
+    with the cleaner sweeping every 0.2 s: the upload is active, so it is
+    neither interrupted nor removed, and finishes.
+    """
+    from tushttp import connect, request_bytes
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    server = await server_factory(expire_after=1.0, cleanup_interval=0.2)
+    cleaner = ExpirationCleaner(server.config)
+    cleaner.startService()
+    pieces = 12
+    try:
+        response = await treq.post(server.url, headers={**TUS, "Upload-Length": str(10 * pieces)})
+        location = response.headers.getRawHeaders("location")[0]
+        connection = await connect(server)
+        try:
+            connection.write(request_bytes("PATCH", "/" + location.split("/", 3)[3], {
+                **TUS, "Upload-Offset": "0", "Content-Type": OCTETS, "Content-Length": str(10 * pieces)}))
+            for _ in range(pieces):
+                await deferLater(reactor, 0.2, lambda: None)
+                if connection.is_closed:
+                    break
+                connection.write(b"0123456789")
+            reply = await connection.response()
+        finally:
+            if not connection.is_closed:
+                connection.close()
+        assert (reply.status, reply.header("upload-offset")) == (204, str(10 * pieces)), reply
+        response = await treq.head(location, headers=TUS)
+        assert response.code == 200
+    finally:
+        await cleaner.stopService()

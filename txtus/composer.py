@@ -16,6 +16,7 @@ from txtus.interfaces import (
     IChunkStager,
     IConcater,
     IDataStore,
+    IExpiryRenewer,
     ILengthDeferrer,
     ILocker,
     IReader,
@@ -47,6 +48,7 @@ class StoreComposer:
         self.locker: Any = None
         self.lister: Any = None
         self.stager: Any = None
+        self.expiry_renewer: Any = None
 
     def use_core(self, store: Any) -> None:
         self.core = _require(IDataStore, store)
@@ -72,6 +74,9 @@ class StoreComposer:
     def use_stager(self, stager: Any) -> None:
         self.stager = _require(IChunkStager, stager)
 
+    def use_expiry_renewer(self, renewer: Any) -> None:
+        self.expiry_renewer = _require(IExpiryRenewer, renewer)
+
     def is_valid_upload_id(self, upload_id: str) -> bool:
         """
         Whether C{upload_id} may name an upload: the core store's own rule
@@ -96,4 +101,5 @@ class StoreComposer:
         return found
 
 
-_SLOTS = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager")
+_SLOTS = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager",
+          "expiry_renewer")

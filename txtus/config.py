@@ -44,7 +44,9 @@ class TusConfig:
     @ivar max_size: largest upload in bytes; 0 for no limit.
     @ivar network_timeout: seconds without a byte of request body before
         the request is cut (keeping what arrived).
-    @ivar expire_after: seconds after creation when an unfinished upload
+    @ivar expire_after: seconds after creation, or after the end of its
+        latest PATCH (sliding expiry, with a store that provides
+        L{txtus.interfaces.IExpiryRenewer}), when an unfinished upload
         expires (answers 410, then is removed by the cleaner); L{None} for
         never.
     @ivar cleanup_interval: seconds between two sweeps of the cleaner.

@@ -3,9 +3,13 @@ The expiration cleaner: a timer service that removes unfinished uploads
 whose C{Upload-Expires} has passed, through the store's terminater.
 
 Expiry lives in each upload's info (C{Expires} in a file store's C{.info}),
-so it survives restarts.  The cleaner takes each upload's lock before
-removing it, so it never pulls an upload out from under a request; taking
-the lock asks an in-flight PATCH of an expired upload to stop.  No failure,
+so it survives restarts, and slides: the handler pushes it back at the end
+of every PATCH (with a store that provides
+L{txtus.interfaces.IExpiryRenewer}).  The cleaner takes each upload's lock
+before removing it, so it never pulls an upload out from under a request;
+taking the lock asks an in-flight PATCH of an expired upload to stop, which
+it does once its client is silent (an upload whose bytes still flow is in
+use, and is left alone).  No failure,
 not even of the listing itself, ends the sweeps: each is logged and the
 next sweep tries again.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import TimerService
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
@@ -83,7 +88,17 @@ class ExpirationCleaner(TimerService):
             return False
         lock = None
         if composer.locker is not None:
-            lock = await composer.locker.lock(upload_id, lambda: None)
+            # A PATCH whose client went silent lets go within about
+            # lock_release_after; one whose bytes still flow is in use, so
+            # not expired: its expiry is pushed back when it ends.  Waiting
+            # longer would only hold up the sweep.
+            waiting = composer.locker.lock(upload_id, lambda: None)
+            waiting.addTimeout(self.config.lock_release_after + 1.0, self.config.reactor)
+            try:
+                lock = await waiting
+            except defer.TimeoutError:
+                log.info("expiration: upload {upload_id} is in use; not removed", upload_id=upload_id)
+                return False
         try:
             if not await self._expired(upload_id):
                 return False

@@ -277,6 +277,23 @@ class ILengthDeferrer(Interface):
         """
 
 
+class IExpiryRenewer(Interface):
+    """
+    Sliding expiry: lets the server push an unfinished upload's expiry
+    (C{UploadInfo.expires}) back while the upload is in use.  Without it,
+    an upload expires a fixed time after its creation.
+    """
+
+    def renew_expiry(upload: IUpload, expires: float):
+        """
+        Record C{expires} (POSIX seconds) as C{upload}'s expiry, durably
+        enough to survive a restart.
+
+        @return: a Deferred firing with L{None}; failing with
+            C{UploadNotFound} if the upload is gone.
+        """
+
+
 class IReader(Interface):
     """
     Downloads: stream an upload's stored bytes to an HTTP response.

@@ -78,7 +78,7 @@ class Options(usage.Options):
         ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db]."],
         ["redis-lock-lease", None, "10", "Seconds an upload stays locked after the process holding it died (--locker redis); renewed every third of it while held."],
         ["redis-key-prefix", None, "txtus:", "Prefix of the Redis keys and channels of --locker redis (to share one Redis between deployments)."],
-        ["expire-after", None, None, "Remove unfinished uploads this long after creation (e.g. 24h, 30m, 3600)."],
+        ["expire-after", None, None, "Remove unfinished uploads this long after creation or their last PATCH (e.g. 24h, 30m, 3600)."],
         ["cleanup-interval", None, "60s", "How often the cleaner looks for expired uploads."],
         ["s3-bucket", None, None, "Store uploads in this S3 bucket (tusd's s3store layout) instead of --path."],
         ["s3-endpoint", None, None, "URL of an S3-compatible service (path-style), e.g. http://127.0.0.1:9000; default AWS."],

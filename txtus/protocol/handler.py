@@ -264,7 +264,7 @@ class TusHandler:
                 if new_length is not None:
                     await self._finished(upload, info.id, request)
                 return _with_finish_hook(request, Response(204, {b"upload-offset": b"%d" % info.offset}))
-            offset = await self._receive(request, upload, info, offset, body)
+            offset = await self._receive_and_renew(request, upload, info, offset, body)
         result = Response(204, {b"upload-offset": b"%d" % offset})
         self._add_expires(result, info, result.headers[b"upload-offset"])
         return _with_finish_hook(request, result)
@@ -289,7 +289,36 @@ class TusHandler:
 
     async def _locked_receive(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
         async with self._lock(info.id, body):
-            return await self._receive(request, upload, info, offset, body)
+            return await self._receive_and_renew(request, upload, info, offset, body)
+
+    async def _receive_and_renew(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
+        """
+        L{_receive}, then push the upload's expiry back (sliding expiry): it
+        counts from the end of the latest PATCH, cut off or not, so an
+        upload in use does not expire under its client.
+        """
+        try:
+            new_offset = await self._receive(request, upload, info, offset, body)
+        except Exception:
+            await self._renew_expiry(upload, info)
+            raise
+        if info.size is None or new_offset < info.size:
+            await self._renew_expiry(upload, info)  # a finished upload never expires
+        return new_offset
+
+    async def _renew_expiry(self, upload: Any, info: UploadInfo) -> None:
+        renewer = self.composer.expiry_renewer
+        if renewer is None or info.expires is None or not self.config.expires_uploads:
+            return
+        expires = self._expiry()
+        try:
+            await renewer.renew_expiry(upload, expires)
+        except errors.TusError:
+            return  # e.g. removed meanwhile: the request's own outcome tells
+        except Exception:
+            log.failure("upload {upload_id}: could not push its expiry back", upload_id=info.id)
+            return
+        info.expires = expires
 
     async def _receive(self, request: Any, upload: Any, info: UploadInfo, offset: int, body: Any) -> int:
         if info.size is not None:

@@ -46,6 +46,7 @@ from txtus.interfaces import (
     IChunkWriter,
     IConcater,
     IDataStore,
+    IExpiryRenewer,
     ILengthDeferrer,
     IReader,
     ITerminater,
@@ -83,7 +84,7 @@ def _storage_error(error: OSError) -> errors.TusError:
     return errors.InternalServerError(f"storage error: {os.strerror(error.errno or 0)}")
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager, IExpiryRenewer)
 class FileStore:
     """
     @param fsync: when to force bytes to stable storage: C{"finish"}
@@ -116,6 +117,7 @@ class FileStore:
         composer.use_reader(self)
         composer.use_lister(self)
         composer.use_stager(self)
+        composer.use_expiry_renewer(self)
 
     # Paths -------------------------------------------------------------
 
@@ -256,6 +258,18 @@ class FileStore:
             self.write_info(info)
         except OSError as e:
             return fail(_storage_error(e))
+        return succeed(None)
+
+    def renew_expiry(self, upload: "FileUpload", expires: float) -> Deferred:
+        try:
+            info = self.read_info(upload.id)
+            info.expires = expires
+            self.write_info(info)
+        except errors.TusError as e:
+            return fail(e)
+        except OSError as e:
+            return fail(_storage_error(e))
+        upload.info.expires = expires
         return succeed(None)
 
     def concat_uploads(self, final: "FileUpload", partials: list["FileUpload"]) -> Deferred:

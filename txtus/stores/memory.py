@@ -29,6 +29,7 @@ from txtus.interfaces import (
     IChunkWriter,
     IConcater,
     IDataStore,
+    IExpiryRenewer,
     ILengthDeferrer,
     IReader,
     ITerminater,
@@ -38,7 +39,7 @@ from txtus.interfaces import (
 )
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager, IExpiryRenewer)
 class MemoryStore:
     """
     @param high_water: bytes a chunk writer accepts before pausing the body.
@@ -66,6 +67,7 @@ class MemoryStore:
         composer.use_reader(self)
         composer.use_lister(self)
         composer.use_stager(self)
+        composer.use_expiry_renewer(self)
 
     def new_upload(self, info: UploadInfo) -> Deferred:
         info = dataclasses.replace(info, offset=0, storage={"Type": "memorystore"},
@@ -94,6 +96,13 @@ class MemoryStore:
 
     def open_staged_chunk(self, upload: "MemoryUpload", offset: int) -> Deferred:
         return upload.open_chunk(offset, staged=True)
+
+    def renew_expiry(self, upload: "MemoryUpload", expires: float) -> Deferred:
+        info = self.infos.get(upload.id)
+        if info is None:
+            return fail(errors.UploadNotFound())
+        info.expires = expires
+        return succeed(None)
 
     def concat_uploads(self, final: "MemoryUpload", partials: list["MemoryUpload"]) -> Deferred:
         target = self.data[final.id]
