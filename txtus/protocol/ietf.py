@@ -142,9 +142,7 @@ class IetfDraftHandler:
     # Offset retrieval --------------------------------------------------
 
     async def head(self, request: Any, upload_id: str, version: int) -> Response:
-        async with self.tus._lock(upload_id, None):
-            upload = await self.composer.core.get_upload(upload_id)
-            info = await self.tus._live_info(upload)
+        upload, info = await self.tus._read(upload_id)
         result = Response(204, {b"cache-control": b"no-store",
                                 b"upload-offset": b"%d" % info.offset,
                                 b"upload-limit": self.upload_limit(version, info)})
@@ -206,7 +204,7 @@ class IetfDraftHandler:
         if _body_length(body) != 0:
             # TusHandler finishes the upload once a known size is reached.
             try:
-                offset = info.offset = await self.tus._receive(request, upload, info, offset, body)
+                offset = info.offset = await self.tus._receive_and_renew(request, upload, info, offset, body)
             except errors.TusError as e:
                 # A cut body keeps what arrived: say how much.
                 refreshed = await upload.get_info()
