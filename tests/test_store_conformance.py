@@ -76,7 +76,7 @@ async def read_all(store, upload, start=0, length=None) -> bytes:
 def test_use_in_fills_every_slot(store):
     composer = StoreComposer()
     store.use_in(composer)
-    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister"):
+    for slot in ("core", "terminater", "concater", "length_deferrer", "reader", "lister", "expiry_renewer"):
         assert getattr(composer, slot) is store
     # Staging is a capability: declared (and then used) or not at all.
     assert composer.stager is (store if IChunkStager.providedBy(store) else None)
@@ -87,6 +87,18 @@ def stager(store):
     if not IChunkStager.providedBy(store):
         pytest.skip(f"{type(store).__name__} does not stage chunks (no IChunkStager)")
     return store
+
+
+@pytest_twisted.ensureDeferred
+async def test_renewed_expiry_is_kept(store):
+    upload = await store.new_upload(UploadInfo(size=10, expires=1_700_000_000.0))
+    await write_chunk(upload, 0, b"hello")
+    await store.renew_expiry(upload, 1_700_000_100.5)
+    info = await (await store.get_upload(upload.id)).get_info()
+    assert (info.expires, info.offset, info.size) == (1_700_000_100.5, 5, 10)
+    await store.terminate(upload)
+    with pytest.raises(errors.UploadNotFound):
+        await store.renew_expiry(upload, 1_700_000_200.0)
 
 
 def test_composer_refuses_what_does_not_provide_the_interface():

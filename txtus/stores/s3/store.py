@@ -48,6 +48,7 @@ from txtus.interfaces import (
     IChunkWriter,
     IConcater,
     IDataStore,
+    IExpiryRenewer,
     ILengthDeferrer,
     IReader,
     ITerminater,
@@ -105,7 +106,8 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator)
+@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator,
+             IExpiryRenewer)
 class S3Store:
     """
     @param client: the L{S3Client} for the bucket.
@@ -136,6 +138,7 @@ class S3Store:
         composer.use_length_deferrer(self)
         composer.use_reader(self)
         composer.use_lister(self)
+        composer.use_expiry_renewer(self)
 
     def is_valid_upload_id(self, upload_id: str) -> bool:
         """tusd's S3 IDs: C{<objectid>+<multipartid>}, nothing that leaves the prefix."""
@@ -256,6 +259,15 @@ class S3Store:
         info.size = length
         await self.write_info(info)
         upload.info.size = length
+
+    def renew_expiry(self, upload: "S3Upload", expires: float) -> Deferred:
+        return _deferred(self._renew_expiry(upload, expires))
+
+    async def _renew_expiry(self, upload: "S3Upload", expires: float) -> None:
+        info = await self.read_info(upload.id)
+        info.expires = expires
+        await self.write_info(info)
+        upload.info.expires = expires
 
     def list_upload_ids(self) -> Deferred:
         return _deferred(self._list_upload_ids())
