@@ -194,20 +194,6 @@ async def test_delete_interrupts_stalled_patch(servers, upload_dir):
         assert os.listdir(upload_dir / ".txtus-stop") == []
 
 
-async def _start_patch(server, location: str, body: bytes, sent: int):
-    """Start a PATCH of C{body}, send its first C{sent} bytes, wait until stored."""
-    connection = await connect(server)
-    connection.write(request_bytes("PATCH", _path(location), {
-        **TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": str(len(body))}) + body[:sent])
-    data_path = server.store.data_path(upload_id(location))
-
-    async def arrived() -> bool:
-        return os.path.getsize(data_path) == sent
-
-    await wait_for(arrived)
-    return connection
-
-
 @pytest_twisted.ensureDeferred
 async def test_racing_patches_one_is_acknowledged(patient_servers):
     """
@@ -219,7 +205,7 @@ async def test_racing_patches_one_is_acknowledged(patient_servers):
     holder_server, other_server = patient_servers
     for _ in range(3):
         location = await create(holder_server, len(DATA))
-        first = await _start_patch(holder_server, location, DATA, SENT)
+        first = await _stall_patch(holder_server, location)
         second = await connect(other_server)
         try:
             rival = bytes(reversed(DATA))
@@ -250,7 +236,7 @@ async def test_head_does_not_cut_an_active_upload(patient_servers):
     """
     holder_server, other_server = patient_servers
     location = await create(holder_server, len(DATA))
-    connection = await _start_patch(holder_server, location, DATA, SENT)
+    connection = await _stall_patch(holder_server, location)
     try:
         trickle = _trickle(connection, DATA[SENT:], pieces=20, interval=0.1)
         response = await head(_on(other_server, location))
