@@ -558,3 +558,52 @@ def test_header_deadline_ends_with_the_headers(server: Server) -> None:
     assert connection.responses()[0][0] == 200
     server.clock.advance(30)
     assert not connection.transport.disconnecting
+
+
+# Lock release for silent holders only (lock_release_after = 0.5 s) -----------
+
+
+def test_release_waits_while_the_body_flows_then_interrupts_once_silent(server: Server) -> None:
+    upload_id = server.create(100)
+    holder = server.connect()
+    holder.send(holder.patch_head(upload_id, 0, 100) + b"x" * 10)
+    newcomer = server.connect()
+    newcomer.send(newcomer.patch_head(upload_id, 15, 85))  # where the holder will stop
+    for _ in range(5):  # a byte every 0.4 s: never silent for 0.5 s
+        server.clock.advance(0.4)
+        holder.send(b"x")
+        assert holder.output() == b"" and newcomer.output() == b""
+    server.clock.advance(0.49)
+    assert holder.output() == b""
+    server.clock.advance(0.01)
+    (status, headers, body), = holder.responses()
+    assert (status, body.split(b":")[0]) == (400, b"ERR_UPLOAD_INTERRUPTED")
+    newcomer.send(b"y" * 85)
+    (status, headers, _), = newcomer.responses()
+    assert (status, headers[b"upload-offset"]) == (204, b"100")  # the holder's 15 bytes, then 85
+    assert server.stored(upload_id) == b"x" * 15 + b"y" * 85
+
+
+def test_store_backpressure_is_not_client_silence(tmp_path) -> None:
+    """
+    A body held paused by a slow store is not silent, however long: it is
+    not interrupted, and a HEAD answers beside it.
+    """
+    store = BufferingStore(FileStore(str(tmp_path / "uploads")), high=10, low=0)
+    server = Server(tmp_path, core=store)
+    upload_id = server.create(100)
+    holder = server.connect()
+    holder.send(holder.patch_head(upload_id, 0, 100) + b"x" * 50)
+    assert store.writer.paused
+    newcomer = server.connect()
+    newcomer.send(newcomer.patch_head(upload_id, 0, 1))
+    server.clock.advance(5)
+    assert holder.output() == b"" and newcomer.output() == b""
+    assert server.head_offset(upload_id) == 0  # nothing committed yet
+    store.writer.drain()
+    holder.send(b"x" * 50)
+    (status, headers, _), = holder.responses()
+    assert (status, headers[b"upload-offset"]) == (204, b"100")
+    newcomer.send(b"y")
+    (status, _, _), = newcomer.responses()
+    assert status == 409
