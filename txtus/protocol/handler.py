@@ -457,8 +457,10 @@ class TusHandler:
                 if locked:
                     upload = await self.composer.core.get_upload(upload_id)
                     return upload, await self._live_info(upload)
+        # The lock is busy, most likely with a PATCH whose bytes flow: what
+        # is committed is the answer, and an upload in use is not expired
+        # (no 410 check).
         upload = await self.composer.core.get_upload(upload_id)
-        # No 410 here: an upload receiving bytes is not expired.
         return upload, await upload.get_info()
 
     def upload_url(self, request: Any, upload_id: str) -> str:
@@ -552,7 +554,7 @@ class _Held:
         if self._locker is None:
             return True
         waiting = self._locker.lock(self._upload_id, self._release_requested)
-        if self._patience is not None:
+        if self._patience is not None and not waiting.called:
             waiting.addTimeout(self._patience, self._clock)
         try:
             self._lock = await waiting

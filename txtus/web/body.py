@@ -205,7 +205,6 @@ class StreamingBody:
         self._consumer_paused = False
         if self._receiver is not None:
             self._last_progress = self._clock.seconds()
-        if self._receiver is not None:
             self._resume_reading()
 
     def stopProducing(self) -> None:
