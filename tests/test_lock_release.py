@@ -278,3 +278,28 @@ def _parsed(tmp_path) -> Options:
     options = Options()
     options.parseOptions(["--path", str(tmp_path)])
     return options
+
+
+@pytest_twisted.ensureDeferred
+async def test_lost_lease_stops_even_an_active_patch(request, server_factory, redis_server, redis_prefix):
+    """
+    A release request waits for the client to fall silent; a lost lease
+    does not (another process may hold the upload now): the PATCH stops at
+    once, bytes flowing or not.
+    """
+    locker = RedisLocker(redis_server.url, key_prefix=redis_prefix, lease=0.6, reactor=reactor)
+    locker.startService()
+    request.addfinalizer(lambda: pytest_twisted.blockon(locker.stopService()))
+    await locker.ready().addTimeout(10, reactor)
+    server = await server_factory(locker=locker, lock_release_after=3.0)
+    location = await create(server, len(DATA))
+    connection = await _stall_patch(server, location)
+    try:
+        trickle = _trickle(connection, DATA[SENT:], pieces=20, interval=0.1)
+        redis_server.command("DEL", redis_prefix + "lock:" + upload_id(location))  # as after a long stall
+        await _interrupted(connection)
+        await trickle
+    finally:
+        if not connection.is_closed:
+            connection.close()
+    assert SENT <= len(stored(server, location)) < len(DATA)

@@ -323,6 +323,23 @@ class ILock(Interface):
         """
 
 
+class ILeasedLock(ILock):
+    """
+    A lock that can stop being held before it is unlocked: a lease that
+    ran out (another process may hold the upload now), or a locker shutting
+    down.  Unlike a release request, which the holder honours when its work
+    allows (see L{ILocker.lock}), this must stop the holder's writes at
+    once.
+    """
+
+    def when_lost(callback):
+        """
+        Call C{callback} (no arguments) at most once, if this lock is lost
+        or must be given up before it is unlocked.  A lock with no callback
+        falls back to its holder's C{release_requested}.
+        """
+
+
 class ILocker(Interface):
     """
     Serialises the requests that touch one upload, with tusd v2's
@@ -337,8 +354,10 @@ class ILocker(Interface):
 
         @param release_requested: a no-argument callable.  The locker calls
             it, at most once, while this lock is held and another request
-            wants it; the holder should then stop its work promptly, keep
-            what it stored, and unlock.
+            wants it; the holder should then let go as soon as its work
+            allows (the server: a PATCH once its client has been silent for
+            C{lock_release_after}), keep what it stored, and unlock.  A lock
+            the locker may lose while held provides L{ILeasedLock}.
 
         @return: a Deferred firing with an L{ILock} once held, or failing
             with C{LockTimeout} if it could not be had in time.  Cancelling

@@ -48,8 +48,10 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txtus import errors
+from txtus.interfaces import ILeasedLock
 from txtus.lockers.crossprocess import CrossProcessLocker, HeldLock
 
 log = Logger()
@@ -234,7 +236,7 @@ class RedisLocker(CrossProcessLocker, Service):
         # give them a moment to unlock, so other processes need not wait
         # for the leases to run out.
         for lock in list(self._by_token.values()):
-            lock.request_release()
+            lock.lost()
         d = self._wait_emptied() if self._by_token else succeed(None)
         d.addTimeout(self.shutdown_timeout, self._clock)
         d.addErrback(lambda f: log.warn("stopping with {count} upload locks still held; they expire in "
@@ -348,13 +350,13 @@ class RedisLocker(CrossProcessLocker, Service):
         elif lock.held:
             log.warn("the lock of upload {upload_id} was lost (its lease ran out); stopping its request",
                      upload_id=lock.upload_id)
-            lock.request_release()
+            lock.lost()
 
     def _not_renewed(self, failure: Failure, lock: "_RedisLock") -> None:
         if lock.held and self._clock.seconds() >= lock.expires:
             log.warn("cannot renew the lock of upload {upload_id} ({error}) and its lease ran out; "
                      "stopping its request", upload_id=lock.upload_id, error=failure.getErrorMessage())
-            lock.request_release()
+            lock.lost()
 
     def _wait_emptied(self) -> Deferred:
         d: Deferred = Deferred()
@@ -402,6 +404,7 @@ def _unavailable(message: str) -> Deferred:
     return d
 
 
+@implementer(ILeasedLock)
 class _RedisLock(HeldLock):
     """A held lease (C{token}), and the in-process lock beneath it."""
 
@@ -412,6 +415,21 @@ class _RedisLock(HeldLock):
         # When the lease runs out unless renewed (reactor seconds, from when
         # the command that set it was sent).
         self.expires = 0.0
+        self._lost: Callable[[], None] | None = None
+
+    def when_lost(self, callback: Callable[[], None]) -> None:
+        self._lost = callback
+
+    def lost(self) -> None:
+        """The lease ran out, or the locker stops: the holder must stop now."""
+        callback, self._lost = self._lost, None
+        if callback is None or not self.held:
+            self.request_release()
+            return
+        try:
+            callback()
+        except Exception:
+            log.failure("lost-lock callback failed")
 
 
 class _Listener(txredisapi.SubscriberProtocol):

@@ -25,6 +25,7 @@ from txtus.config import TusConfig
 from txtus.hooks import events as hook
 from txtus.hooks.dispatch import HookDispatcher
 from txtus.info import UploadInfo
+from txtus.interfaces import ILeasedLock
 
 log = Logger()
 
@@ -562,6 +563,10 @@ class _Held:
             return False
         if self._body is not None:
             self._handler._receiving[self._upload_id] = self
+            if ILeasedLock.providedBy(self._lock):
+                # Not a request to let go but a fact: someone else may
+                # hold the upload now, so no byte more may be written.
+                self._lock.when_lost(lambda: self._body.stop(BodyEnd.INTERRUPTED))
         return True
 
     async def __aexit__(self, *exc_info: Any) -> None:
