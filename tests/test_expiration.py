@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet.task import Clock
@@ -16,6 +17,7 @@ from txtus import StoreComposer, TusConfig, FileStore, MemoryLocker
 from txtus.expiration import ExpirationCleaner
 from txtus.protocol.headers import http_date
 from txtus.info import UploadInfo
+from txtus.metrics import PrometheusMetrics
 from txtus.tap import Options
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -173,11 +175,16 @@ async def test_cleaner_keeps_sweeping_after_a_failed_listing(tmp_path):
     assert not os.path.exists(store.data_path(upload.id))
 
 
+@pytest.mark.parametrize("metrics", [False, True])
 @pytest_twisted.ensureDeferred
-async def test_expiry_slides_with_each_patch(server_factory):
-    """Each PATCH pushes the expiry back to --expire-after from its end."""
+async def test_expiry_slides_with_each_patch(server_factory, metrics):
+    """
+    Each PATCH pushes the expiry back to --expire-after from its end (also
+    through the composer metrics instrument, as in twist tus).
+    """
     clock = started_clock()
-    server = await server_factory(expire_after=10, clock=clock)
+    extra = {"metrics": PrometheusMetrics()} if metrics else {}
+    server = await server_factory(expire_after=10, clock=clock, **extra)
     response = await treq.post(server.url, headers={**TUS, "Upload-Length": "30"})
     location = response.headers.getRawHeaders("location")[0]
     for offset in (0, 10):

@@ -136,6 +136,7 @@ class PrometheusMetrics:
             # Not timed: a download lasts as long as the client reads.
             timed.reader = _wrap(_UntimedReader(composer.reader, self), composer.reader)
         timed.lister = composer.lister
+        timed.expiry_renewer = composer.expiry_renewer
         return timed
 
     # For the wrappers ------------------------------------------------------
