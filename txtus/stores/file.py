@@ -565,10 +565,12 @@ class FileChunkWriter:
             if self._producer is not None:
                 self._producer.stopProducing()
 
-    def _close(self) -> None:
+    def _close(self) -> Deferred | None:
+        """Mark the writer ended; a failure if it already was."""
         if self._closed:
-            raise RuntimeError("chunk already committed, rolled back or aborted")
+            return fail(RuntimeError("chunk already committed, rolled back or aborted"))
         self._closed = True
+        return None
 
     def _sync(self) -> None:
         """C{fsync} what this writer wrote, if its policy says so."""
@@ -583,10 +585,9 @@ class FileChunkWriter:
             self._error = e
 
     def commit(self) -> Deferred:
-        try:
-            self._close()
-        except RuntimeError:
-            return fail()
+        closed = self._close()
+        if closed is not None:
+            return closed
         self._sync()
         try:
             offset = _regular_size(self._path)
@@ -620,10 +621,9 @@ class FileStagedChunkWriter(FileChunkWriter):
         self._offset = start
 
     def commit(self) -> Deferred:
-        try:
-            self._close()
-        except RuntimeError:
-            return fail()
+        closed = self._close()
+        if closed is not None:
+            return closed
         self._sync()
         store, length = self._store, self._position
         if self._error is not None:
@@ -647,10 +647,9 @@ class FileStagedChunkWriter(FileChunkWriter):
             lambda _: _regular_size(store.data_path(self._id))).addErrback(_as_tus_error)
 
     def rollback(self) -> Deferred:
-        try:
-            self._close()
-        except RuntimeError:
-            return fail()
+        closed = self._close()
+        if closed is not None:
+            return closed
         self._discard()
         return succeed(self._offset)
 

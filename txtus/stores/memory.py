@@ -227,7 +227,11 @@ class MemoryChunkWriter:
         data = self._store.data.get(self._id)
         if data is None:
             return fail(errors.UploadNotFound())
+        self._settle(data)
         return succeed(len(data))
+
+    def _settle(self, data: bytearray) -> None:
+        """Make the accepted bytes part of C{data}: a plain chunk's already are."""
 
     def abort(self) -> Deferred:
         self._closed = True  # what was written stays: a plain chunk keeps its bytes
@@ -245,17 +249,10 @@ class MemoryStagedChunkWriter(MemoryChunkWriter):
     def _store_bytes(self, data: bytes) -> None:
         self._chunk.append(data)
 
-    def commit(self) -> Deferred:
-        closed = self._close()
-        if closed is not None:
-            return closed
-        data = self._store.data.get(self._id)
-        if data is None:
-            return fail(errors.UploadNotFound())
+    def _settle(self, data: bytearray) -> None:
         for piece in self._chunk:
             data += piece
         self._chunk = []
-        return succeed(len(data))
 
     def rollback(self) -> Deferred:
         closed = self._close()
