@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent, globalLogPublisher
 
 from txtus import errors
 from txtus.lockers.redis import RedisLocker, parse_redis_url, probe
@@ -211,15 +212,29 @@ async def test_redis_down_gives_503_then_reconnects(make_locker, own_redis, tmp_
 @pytest_twisted.ensureDeferred
 async def test_silent_redis_gives_503_not_a_hang(make_locker, own_redis):
     locker = await ready(make_locker(own_redis.url, command_timeout=0.5))
-    own_redis.pause()
+    said: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == "txtus.lockers.redis":
+            said.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
     try:
-        failures: list = []
-        await got(locker.lock("a", Holder()).addErrback(failures.append))
-        assert failures[0].check(errors.LockerUnavailable)
+        own_redis.pause()
+        try:
+            failures: list = []
+            for upload_id in ("a", "b"):
+                await got(locker.lock(upload_id, Holder()).addErrback(failures.append))
+            assert [f.check(errors.LockerUnavailable) for f in failures] == [errors.LockerUnavailable] * 2
+        finally:
+            own_redis.resume()
+        await got(locker.ready().addTimeout(20, reactor))
+        await got((await got(locker.lock("a", Holder()))).unlock())
     finally:
-        own_redis.resume()
-    await got(locker.ready().addTimeout(20, reactor))
-    await got((await got(locker.lock("a", Holder()))).unlock())
+        globalLogPublisher.removeObserver(observe)
+    # One warning for the outage, not one per request, and one line when it ends.
+    assert len([line for line in said if "is unavailable" in line]) == 1, said
+    assert len([line for line in said if "answers again" in line]) == 1, said
 
 
 @pytest_twisted.ensureDeferred

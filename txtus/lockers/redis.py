@@ -207,6 +207,7 @@ class RedisLocker(CrossProcessLocker, Service):
         self._serial = itertools.count(1)
         self._by_token: dict[str, _RedisLock] = {}
         self._trying: set[str] = set()
+        self._outage = False
         self._client: Any = None
         self._subscriber: Any = None
         self._subscribed: list[Deferred] = []
@@ -371,12 +372,21 @@ class RedisLocker(CrossProcessLocker, Service):
             return _unavailable("the Redis locker is not started")
         d = self._client.eval(script, [key], list(args))
         d.addTimeout(self.command_timeout, self._clock)
-        return d.addErrback(self._failed)
+        return d.addCallbacks(self._answered, self._failed)
+
+    def _answered(self, result: Any) -> Any:
+        if self._outage:
+            self._outage = False
+            log.info("Redis at {host}:{port} answers again", host=self.address.host, port=self.address.port)
+        return result
 
     def _failed(self, failure: Failure) -> Failure:
         if failure.check(TimeoutError, txredisapi.RedisError):
-            log.warn("Redis at {host}:{port} is unavailable: {error}", host=self.address.host,
-                     port=self.address.port, error=failure.getErrorMessage() or failure.type.__name__)
+            # Once per outage: every lock and renewal fails while it lasts.
+            if not self._outage:
+                self._outage = True
+                log.warn("Redis at {host}:{port} is unavailable: {error}", host=self.address.host,
+                         port=self.address.port, error=failure.getErrorMessage() or failure.type.__name__)
             return Failure(errors.LockerUnavailable())
         return failure
 
