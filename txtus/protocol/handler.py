@@ -343,9 +343,10 @@ class TusHandler:
             # Held apart until the digest matched: unverified bytes must not
             # count, be read or survive a crash as part of the upload.
             writer = await self.composer.stager.open_staged_chunk(upload, offset)
-        progress = self.hooks.watch(request, info, offset, body)
+        progress = None
         try:
             writer.registerProducer(body, True)
+            progress = self.hooks.watch(request, info, offset, body)
             try:
                 end = await body.start(_Pump(writer, body, limit, hasher).write)
             finally:
