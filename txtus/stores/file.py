@@ -131,15 +131,26 @@ class FileStore:
         return os.path.join(self.path, upload_id + _COMMIT)
 
     def write_info(self, info: UploadInfo) -> None:
-        """Replace C{info}'s C{.info} file atomically."""
-        self._replace(self.info_path(info.id), info.to_json())
+        """
+        Replace C{info}'s C{.info} file atomically, and cache what was
+        written under the new file's key, sparing the next read a parse.
+        """
         self._info_cache.pop(info.id, None)
+        status = self._replace(self.info_path(info.id), info.to_json())
+        self._cache_info(info.id, (status.st_ino, status.st_mtime_ns, status.st_size), info.copy())
 
-    def _replace(self, final: str, content: bytes) -> None:
+    def _cache_info(self, upload_id: str, key: tuple[int, int, int], info: UploadInfo) -> None:
+        if len(self._info_cache) >= _INFO_CACHE_SIZE:
+            del self._info_cache[next(iter(self._info_cache))]
+        self._info_cache[upload_id] = (key, info)
+
+    def _replace(self, final: str, content: bytes) -> os.stat_result:
         """
         Replace C{final} with C{content} atomically (a temporary file, then
         a rename); unless C{fsync} is C{"never"}, durably: the file and
         then the directory holding the new name are synced.
+
+        @return: the new file's status (a rename keeps inode and mtime).
         """
         temporary = f"{final}.{secrets.token_hex(4)}{_TEMPORARY}"
         fd = _open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
@@ -147,6 +158,7 @@ class FileStore:
             os.write(fd, content)
             if self.fsync != "never":
                 os.fsync(fd)
+            status = os.fstat(fd)
         except BaseException:
             os.close(fd)
             os.unlink(temporary)
@@ -154,6 +166,7 @@ class FileStore:
         os.close(fd)
         os.replace(temporary, final)
         self._sync_directory()
+        return status
 
     def _sync_directory(self) -> None:
         """Make renames and new names durable (a rename alone is not)."""
@@ -197,9 +210,7 @@ class FileStore:
                      upload_id=upload_id, path=path, reason=str(e)[:200])
             raise errors.UploadInfoCorrupt() from None
         info.id = upload_id
-        if len(self._info_cache) >= _INFO_CACHE_SIZE:
-            del self._info_cache[next(iter(self._info_cache))]
-        self._info_cache[upload_id] = (key, info)
+        self._cache_info(upload_id, key, info)
         return info.copy()
 
     # IDataStore --------------------------------------------------------
