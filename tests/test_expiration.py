@@ -214,7 +214,9 @@ async def test_trickling_patch_outlives_its_expiry(server_factory):
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    server = await server_factory(expire_after=1.0, cleanup_interval=0.2)
+    # A client that keeps sending is never silent for lock_release_after,
+    # however loaded the machine.
+    server = await server_factory(expire_after=1.0, cleanup_interval=0.2, lock_release_after=3.0)
     cleaner = ExpirationCleaner(server.config)
     cleaner.startService()
     pieces = 12
