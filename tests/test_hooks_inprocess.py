@@ -241,12 +241,18 @@ async def test_failing_post_hooks_do_not_fail_the_request(server_factory):
 async def test_a_hook_may_answer_with_any_tus_error(server_factory):
     from txtus import errors
 
+    from txtus.metrics import PrometheusMetrics
+
     def pre_create(request):
         raise errors.UploadRejected("uploads are closed for maintenance")
-    server = await server_factory(hooks=HookFunctions(pre_create=pre_create))
+    metrics = PrometheusMetrics()
+    server = await server_factory(hooks=HookFunctions(pre_create=pre_create), metrics=metrics)
     response = await treq.post(server.url, headers={**TUS, "Upload-Length": "5"})
     body = await expect_error(response, 400, "ERR_UPLOAD_REJECTED")
     assert "maintenance" in body
+    # An answer, not a failure of the hook.
+    assert metrics.registry.get_sample_value("txtus_hook_calls_total", {"event": "pre-create"}) == 1
+    assert metrics.registry.get_sample_value("txtus_hook_failures_total", {"event": "pre-create"}) is None
 
 
 def test_hook_functions_know_their_events():

@@ -86,7 +86,6 @@ class HookDispatcher:
         return result.addErrback(self._failed, event, info.id)
 
     def _failed(self, failure: Failure, event: str, upload_id: str) -> Failure:
-        self._metrics.hook_failed(event)
         if failure.check(TimeoutError):
             error: errors.TusError = errors.HookTimeout(f"the {event} hook did not answer within {self._timeout:g} s")
         elif failure.check(errors.HookFailed, errors.HookTimeout, errors.HookInvalidResponse):
@@ -100,6 +99,7 @@ class HookDispatcher:
             log.failure("{event} hook for upload {upload_id} raised", failure, event=event,
                         upload_id=upload_id or "-")
             error = errors.HookFailed(f"the {event} hook failed")
+        self._metrics.hook_failed(event)
         log.error("{event} hook for upload {upload_id} failed: {code}: {message}", event=event,
                   upload_id=upload_id or "-", code=error.code, message=error.message)
         return Failure(error)
