@@ -34,9 +34,13 @@ class IChunkWriter(IConsumer):
     C{resumeProducing} once it drains, so a slow disk or a slow remote store
     slows the client down instead of growing memory.
 
-    The server ends every writer it opened with exactly one of L{commit},
-    L{IStagedChunkWriter.rollback} or L{abort}; calling any of them again
-    afterwards fails (L{commit}, C{rollback}) or does nothing (L{abort}).
+    The server ends every writer it opened with L{commit},
+    L{IStagedChunkWriter.rollback} or L{abort}.  Calling C{commit} or
+    C{rollback} a second time fails.  When one of them fails, the server
+    still calls L{abort}, which then releases whatever the failure left
+    held (but never undoes what a commit already made durable, such as a
+    staged commit's recorded intent); after a successful one, and after an
+    earlier C{abort}, C{abort} does nothing.
 
     A plain writer (from L{IUpload.open_chunk}) makes bytes part of the
     upload as it stores them: tus keeps every byte of a cut request, and the
