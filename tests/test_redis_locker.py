@@ -306,3 +306,13 @@ async def test_stopping_asks_holders_to_let_go(redis_server, redis_prefix):
     assert redis_server.command("EXISTS", redis_prefix + "lock:a") == b":0\r\n"
     # The stubborn one's lease runs out by itself.
     assert redis_server.command("EXISTS", redis_prefix + "lock:b") == b":1\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_started_says_so(redis_server):
+    locker = RedisLocker(redis_server.url, reactor=reactor)
+    for d in (locker.ready(), locker.lock("a", Holder())):
+        failures: list = []
+        await got(d.addErrback(failures.append))
+        assert failures[0].check(errors.LockerUnavailable)
+        assert "not started" in failures[0].value.message

@@ -267,6 +267,8 @@ class RedisLocker(CrossProcessLocker, Service):
 
     async def _ready(self) -> None:
         while True:
+            if self._client is None:
+                raise errors.LockerUnavailable("the Redis locker is not started")
             try:
                 await self._client.ping().addTimeout(self.command_timeout, self._clock)
             except (TimeoutError, txredisapi.RedisError):
