@@ -23,7 +23,7 @@ async def test_object_round_trip(s3_server):
         assert await c.head_object("missing") is None
         assert [o.key for o in await c.list_objects("a ")] == ["a b%c+d.info"]
         await c.delete_objects(["a b%c+d.info", "nothere"])
-        assert await c.list_objects("") == []
+        assert await c.list_objects("a ") == []
         with pytest.raises(S3Error) as caught:
             await c.get_object("a b%c+d.info")
         assert caught.value.code == "NoSuchKey" and caught.value.not_found
