@@ -270,11 +270,7 @@ class S3Store:
         object_id = info.id.split("+", 1)[0] if info.id else secrets.token_hex(16)
         if not re.fullmatch(_OBJECT_ID, object_id):
             raise errors.InternalServerError("invalid upload ID")
-        headers = {}
-        content_type = info.metadata.get("filetype")
-        if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
-            headers["Content-Type"] = content_type
-        multipart = await self.client.create_multipart_upload(self.prefix + object_id, headers)
+        multipart = await self.client.create_multipart_upload(self.prefix + object_id, _content_type(info))
         info.id = f"{object_id}+{multipart}"
         info.storage = {"Type": "s3store", "Bucket": self.client.bucket, "Key": self.key(info.id)}
         await self.write_info(info)
@@ -410,6 +406,7 @@ class S3Store:
 
 
 def _content_type(info: UploadInfo) -> dict[str, str]:
+    """tusd's rule: the C{filetype} metadata becomes the object's Content-Type (if it is a sane header)."""
     content_type = info.metadata.get("filetype")
     if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
         return {"Content-Type": content_type}
