@@ -46,12 +46,14 @@ from zope.interface import implementer
 from txtus import errors
 from txtus.info import UploadInfo
 from txtus.interfaces import (
+    IChunkStager,
     IChunkWriter,
     IConcater,
     IDataStore,
     IExpiryRenewer,
     ILengthDeferrer,
     IReader,
+    IStagedChunkWriter,
     ITerminater,
     IUpload,
     IUploadIdValidator,
@@ -107,8 +109,8 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator,
-             IExpiryRenewer)
+@implementer(IDataStore, IUploadIdValidator, IChunkStager, ITerminater, IConcater, ILengthDeferrer, IReader,
+             IUploadLister, IExpiryRenewer)
 class S3Store:
     """
     @param client: the L{S3Client} for the bucket.
@@ -140,6 +142,7 @@ class S3Store:
         composer.use_reader(self)
         composer.use_lister(self)
         composer.use_expiry_renewer(self)
+        composer.use_stager(self)
 
     def is_valid_upload_id(self, upload_id: str) -> bool:
         """tusd's S3 IDs: C{<objectid>+<multipartid>}, nothing that leaves the prefix."""
@@ -633,6 +636,7 @@ class S3ChunkWriter:
 
 
 
+@implementer(IStagedChunkWriter)
 class S3StagedChunkWriter(S3ChunkWriter):
     """
     A checksummed chunk, kept apart until its digest matched.  Its bytes
