@@ -2,11 +2,14 @@
 End to end on S3: C{twist tus --s3-bucket} as real processes against each
 test S3 server.  Two processes serve one bucket: PATCHes alternate between
 them, a body cut mid-part on one is resumed on the other from the offset S3
-reports, and the final object (tusd's layout) holds every byte; GET serves ranges of it.
+reports, a checksum mismatch leaves the upload as it was, and the final
+object (tusd's layout) holds every byte; GET serves ranges of it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets
 import socket
@@ -52,7 +55,20 @@ def test_two_processes_one_bucket(s3_pair, s3_server):
         time.sleep(0.5)
     wait_until(lambda: head(a.port, upload_id).offset == 7 * MiB or None, "the cut PATCH to be stored")
 
-    assert patch(b.port, upload_id, 7 * MiB, source[7 * MiB:13 * MiB]).offset == 13 * MiB
+    # A checksum that does not match: 460, nothing of the chunk stays (it
+    # was staged apart, two parts' worth of it already in S3).
+    def checksummed(digest_of: bytes):
+        return call(b.port, b"PATCH", target(upload_id), {
+            b"Upload-Offset": b"%d" % (7 * MiB), b"Content-Type": OCTET,
+            b"Upload-Checksum": b"sha1 " + base64.b64encode(hashlib.sha1(digest_of).digest())},
+            source[7 * MiB:13 * MiB])
+
+    bad = checksummed(b"other bytes")
+    assert bad.status == 460, bad
+    assert head(a.port, upload_id).offset == 7 * MiB
+    good = checksummed(source[7 * MiB:13 * MiB])
+    assert good.status == 204 and good.offset == 13 * MiB, good
+    assert head(a.port, upload_id).offset == 13 * MiB
     assert patch(a.port, upload_id, 13 * MiB, source[13 * MiB:]).offset == len(source)
 
     whole = call(b.port, b"GET", target(upload_id))
