@@ -93,6 +93,13 @@ class Result:
         return self.total / MiB / self.seconds
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies (even by SIGKILL), so no server outlives its run."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_rclone(workdir: str) -> tuple[subprocess.Popen, str, str]:
     executable = os.path.join(os.path.dirname(sys.executable), "rclone")
     if not os.path.exists(executable):
@@ -105,7 +112,8 @@ def start_rclone(workdir: str) -> tuple[subprocess.Popen, str, str]:
     process = subprocess.Popen([executable, "serve", "s3", "--addr", f"127.0.0.1:{port}",
                                 "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", os.path.join(workdir, "rclone.conf"),
                                 "--cache-dir", os.path.join(workdir, "rclone-cache"), root],
-                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "rclone.log"), "wb"))
+                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "rclone.log"), "wb"),
+                               preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -168,7 +176,7 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
     command = [part.format(port=port) for part in command]
     log = open(log_path, "ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=peers._child_env(env),
-                               cwd=cwd or peers.REPO)
+                               cwd=cwd or peers.REPO, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 60  # node loads the AWS SDK slowly on a busy machine
     while True:
         try:
