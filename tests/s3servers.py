@@ -52,6 +52,13 @@ class S3Server:
                 self.process.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies (even by SIGKILL), so no server outlives its run."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +100,8 @@ def start_moto(tmp: str) -> S3Server:
     env.pop("AWS_ACCESS_KEY_ID", None)
     env.pop("AWS_SECRET_ACCESS_KEY", None)
     process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "moto.log"), "wb"))
+                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "moto.log"), "wb"),
+                               preexec_fn=_die_with_parent)
     _wait_listening(port, process, "moto_server")
     endpoint = f"http://127.0.0.1:{port}"
     iam = "Version=2010-05-08&"
@@ -120,7 +128,7 @@ def start_rclone(tmp: str) -> S3Server:
     process = subprocess.Popen(
         [executable, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
          "--config", os.path.join(tmp, "rclone.conf"), "--cache-dir", os.path.join(tmp, "rclone-cache"), root],
-        stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rclone.log"), "wb"))
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "rclone.log"), "wb"), preexec_fn=_die_with_parent)
     _wait_listening(port, process, "rclone serve s3")
     return S3Server("rclone", f"http://127.0.0.1:{port}", BUCKET, Credentials(ACCESS_KEY, SECRET_KEY), REGION,
                     process)

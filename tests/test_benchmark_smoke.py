@@ -57,3 +57,14 @@ def test_verifier_rejects_wrong_bytes(tmp_path):
     path.write_bytes(bytes(flipped))
     assert content.verify_file(str(path), 7, size) is not None
     assert content.verify_file(str(tmp_path / "missing"), 7, size) is not None
+
+
+def test_s3_benchmark_runs_and_verifies():
+    """benchmarks/s3.py against rclone serve s3, txtus only, shrunk."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "s3.py"), "--peers", "txtus", "--uploads", "2",
+         "--size", "6MiB", "--patch", "4MiB", "--parallel", "2"],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert re.search(r"^s +txtus +[0-9.]+ MiB/s +peak RSS +[0-9.]+ MiB .* 0 failures", result.stdout, re.M), output

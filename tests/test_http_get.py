@@ -172,3 +172,44 @@ async def test_unreadable_data_file_is_a_logged_500_not_a_hang(server, upload_di
     # The server goes on serving other uploads.
     other = await create(server, 5, b"hello")
     assert await (await treq.get(other)).content() == b"hello"
+
+
+# Range (single ranges, as tusd serves them through Go's http.ServeContent) ----
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("range_header, status, body, content_range", [
+    ("bytes=0-4", 206, b"01234", "bytes 0-4/10"),
+    ("bytes=3-", 206, b"3456789", "bytes 3-9/10"),
+    ("bytes=-3", 206, b"789", "bytes 7-9/10"),
+    ("bytes=8-100", 206, b"89", "bytes 8-9/10"),
+    ("bytes=-100", 206, b"0123456789", "bytes 0-9/10"),
+    ("BYTES = 9-9", 206, b"9", "bytes 9-9/10"),
+    ("bytes=0-1,4-5", 200, b"0123456789", None),  # several ranges: the whole upload
+    ("bytes=5-2", 200, b"0123456789", None),  # backwards: ignored
+    ("items=0-1", 200, b"0123456789", None),
+    ("bytes=abc", 200, b"0123456789", None),
+])
+async def test_download_range(server, range_header, status, body, content_range):
+    location = await create(server, 20, b"0123456789")
+    response = await treq.get(location, headers={"Range": range_header})
+    assert (response.code, await response.content()) == (status, body)
+    assert response.length == len(body)
+    assert header(response, "content-range") == content_range
+    assert header(response, "accept-ranges") == "bytes"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("range_header", ["bytes=10-", "bytes=10-12", "bytes=-0"])
+async def test_download_range_not_satisfiable(server, range_header):
+    location = await create(server, 20, b"0123456789")
+    response = await treq.get(location, headers={"Range": range_header})
+    assert response.code == 416
+    assert header(response, "content-range") == "bytes */10"
+    assert (await response.content()).startswith(b"ERR_RANGE_NOT_SATISFIABLE")
+
+
+@pytest_twisted.ensureDeferred
+async def test_if_range_sends_the_whole_upload(server):
+    location = await create(server, 20, b"0123456789")
+    response = await treq.get(location, headers={"Range": "bytes=0-1", "If-Range": '"some-etag"'})
+    assert (response.code, await response.content()) == (200, b"0123456789")

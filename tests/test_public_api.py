@@ -7,7 +7,7 @@ import txtus
 
 PUBLIC = {
     "CorsConfig", "DemoPage", "FileLocker", "FileStore", "HookFunctions", "HookRequest", "HookResponse",
-    "MemoryLocker", "MemoryStore", "RedisLocker", "StoreComposer",
+    "MemoryLocker", "MemoryStore", "RedisLocker", "S3Client", "S3Store", "StoreComposer",
     "TusConfig", "TusError", "TusRequest", "TusResource", "TusSite", "UploadInfo",
     "make_service", "make_site", "mount",
 }
@@ -25,7 +25,9 @@ def test_every_export_exists_and_says_why():
 
 def test_every_shipped_store_and_locker_can_use_in_a_composer(tmp_path):
     composer = txtus.StoreComposer()
-    for component in (txtus.FileStore(str(tmp_path)), txtus.MemoryStore(),
+    from txtus.stores.s3.sigv4 import Credentials
+    s3 = txtus.S3Store(txtus.S3Client("bucket", Credentials("key", "secret"), endpoint="http://127.0.0.1:9"))
+    for component in (txtus.FileStore(str(tmp_path)), txtus.MemoryStore(), s3,
                       txtus.MemoryLocker(), txtus.FileLocker(str(tmp_path)), txtus.RedisLocker()):
         component.use_in(composer)
     assert composer.core is not None and composer.locker is not None

@@ -255,3 +255,71 @@ async def test_a_part_that_keeps_failing_stops_the_body_and_keeps_what_s3_holds(
     assert await writer.commit() == 8 * MIN_PART_SIZE
     await upload.finish()
     assert await store.client.get_object(store.key(upload.id)) == pattern(0, 8 * MIN_PART_SIZE)
+
+
+# Staged (checksummed) chunks -----------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_a_staged_chunk_counts_only_once_committed(s3_store):
+    store = s3_store
+    size = 3 * MIN_PART_SIZE
+    upload = await store.new_upload(UploadInfo(size=size))
+    assert await write_chunk_plain(upload, 0, pattern(0, MiB)) == MiB
+    writer = await store.open_staged_chunk(upload, MiB)
+    await feed(writer, Producer(), pattern(MiB, 2 * MIN_PART_SIZE))
+    # Two staging parts are in S3, none counts.
+    assert (await upload.get_info()).offset == MiB
+    assert await writer.commit() == MiB + 2 * MIN_PART_SIZE
+    assert (await upload.get_info()).offset == MiB + 2 * MIN_PART_SIZE
+    assert not [k for k in await keys(store) if ".staged." in k]
+    rest = size - MiB - 2 * MIN_PART_SIZE
+    assert await write_chunk_plain(upload, size - rest, pattern(size - rest, rest)) == size
+    await upload.finish()
+    assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rolled_back_staged_chunk_leaves_the_upload_as_it_was(s3_store):
+    store = s3_store
+    upload = await store.new_upload(UploadInfo(size=3 * MIN_PART_SIZE))
+    assert await write_chunk_plain(upload, 0, pattern(0, MiB)) == MiB
+    writer = await store.open_staged_chunk(upload, MiB)
+    await feed(writer, Producer(), b"x" * (2 * MIN_PART_SIZE))
+    assert await writer.rollback() == MiB
+    assert (await upload.get_info()).offset == MiB
+    assert await keys(store) == {store.key(upload.id)[len(store.prefix):] + s for s in (".info", ".part")}
+    assert await store.client.get_object(store.part_key(upload.id)) == pattern(0, MiB)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_cut_short_is_finished_by_the_next_reader(s3_store, s3_server):
+    store = s3_store
+    size = 3 * MIN_PART_SIZE
+    upload = await store.new_upload(UploadInfo(size=size))
+    assert await write_chunk_plain(upload, 0, pattern(0, MiB)) == MiB
+    writer = await store.open_staged_chunk(upload, MiB)
+    await feed(writer, Producer(), pattern(MiB, MIN_PART_SIZE + 2 * MiB))
+
+    async def crash(upload_id, size):
+        raise RuntimeError("process killed after the staged object was completed")
+
+    store.roll_forward = crash  # the staged object is completed, then the process dies
+    with pytest.raises(RuntimeError):
+        await writer.commit()
+    del store.roll_forward
+    other = make_s3_store(s3_server, prefix=store.prefix, part_size=MIN_PART_SIZE)
+    try:
+        again = await other.get_upload(upload.id)
+        assert (await again.get_info()).offset == MiB + MIN_PART_SIZE + 2 * MiB
+    finally:
+        await other.client.close()
+    done = MiB + MIN_PART_SIZE + 2 * MiB
+    assert await write_chunk_plain(upload, done, pattern(done, size - done)) == size
+    await upload.finish()
+    assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+
+
+async def write_chunk_plain(upload, offset: int, data: bytes) -> int:
+    writer = await upload.open_chunk(offset)
+    await feed(writer, Producer(), data)
+    return await writer.commit()

@@ -223,13 +223,27 @@ async def test_staged_chunk_is_invisible_until_commit(store):
     writer.write(b"def")
     # By no path: offset, download, concatenation.
     assert (await a.get_info()).offset == 3
-    assert await read_all(store, a) == b"abc"
-    final = await store.new_upload(UploadInfo(size=3, is_final=True, partial_uploads=[a.id]))
-    await store.concat_uploads(final, [a])
-    assert await read_all(store, final) == b"abc"
+    shown = await read_unfinished(store, a)
+    assert shown in (b"abc", None)
+    if shown is not None:
+        final = await store.new_upload(UploadInfo(size=3, is_final=True, partial_uploads=[a.id]))
+        await store.concat_uploads(final, [a])
+        assert await read_all(store, final) == b"abc"
     assert await writer.commit() == 6
     assert (await a.get_info()).offset == 6
+    await a.finish()  # complete: the server's next step
     assert await read_all(store, a) == b"abcdef"
+
+
+async def read_unfinished(store, upload) -> bytes | None:
+    """
+    A download of an unfinished upload; L{None} from stores that serve only
+    finished ones (the S3 store, like tusd's: the bytes are in parts).
+    """
+    try:
+        return await read_all(store, upload)
+    except errors.IncompleteUpload:
+        return None
 
 
 @pytest_twisted.ensureDeferred

@@ -15,6 +15,8 @@ from txtus.stores.file import FileStore
 from txtus.info import UploadInfo
 from txtus.lockers.memory import MemoryLocker
 from txtus.stores.memory import MemoryStore
+from txtus.stores.s3.client import S3Client
+from txtus.stores.s3.store import S3Store
 from txtus.web.demo import DemoPage
 from txtus.web.resource import TusResource
 from txtus.service import make_service, make_site, mount
@@ -31,6 +33,8 @@ __all__ = [
     "MemoryLocker",
     "MemoryStore",
     "RedisLocker",
+    "S3Client",
+    "S3Store",
     "StoreComposer",
     "TusConfig",
     "TusError",

@@ -75,6 +75,7 @@ NotImplementedByStore = _error("NotImplementedByStore", "ERR_NOT_IMPLEMENTED", 5
 MethodNotAllowed = _error("MethodNotAllowed", "ERR_METHOD_NOT_ALLOWED", 405, "method not allowed")
 UploadNotFinished = _error("UploadNotFinished", "ERR_UPLOAD_NOT_FINISHED", 400, "one of the partial uploads is not finished")
 InvalidConcat = _error("InvalidConcat", "ERR_INVALID_CONCAT", 400, "invalid Upload-Concat header")
+RangeNotSatisfiable = _error("RangeNotSatisfiable", "ERR_RANGE_NOT_SATISFIABLE", 416, "requested range not satisfiable")
 IncompleteUpload = _error("IncompleteUpload", "ERR_INCOMPLETE_UPLOAD", 400, "cannot stream an incomplete upload")
 PartialUploadGone = _error("PartialUploadGone", "ERR_INVALID_CONCAT", 410, "a partial upload of this final upload was removed; it can never be completed")
 ConcatUnsupported = _error("ConcatUnsupported", "ERR_CONCATENATION_UNSUPPORTED", 400, "concatenation is not supported")

@@ -435,9 +435,18 @@ class TusHandler:
         if info.offset == 0:
             # RFC 9110 8.6: a 204 carries no Content-Length (tusd sends 0).
             return Response(204, result)
-        result[b"content-length"] = b"%d" % info.offset
-        length = info.offset
-        return Response(200, result, send=lambda consumer: reader.send_content(upload, consumer, 0, length))
+        result[b"accept-ranges"] = b"bytes"
+        # A validator in If-Range can never match (txtus sends no ETag or
+        # Last-Modified), so the whole upload is sent, as RFC 9110 asks.
+        wanted = None if request.getHeader(b"if-range") is not None else \
+            headers.parse_range(request.getHeader(b"range"), info.offset)
+        if wanted is None:
+            start, length, status = 0, info.offset, 200
+        else:
+            (start, length), status = wanted, 206
+            result[b"content-range"] = b"bytes %d-%d/%d" % (start, start + length - 1, info.offset)
+        result[b"content-length"] = b"%d" % length
+        return Response(status, result, send=lambda consumer: reader.send_content(upload, consumer, start, length))
 
     # Helpers -----------------------------------------------------------
 

@@ -343,6 +343,46 @@ def download_headers(metadata: dict[str, str]) -> tuple[bytes, bytes]:
     return content_type.encode("ascii"), disposition.encode("ascii")
 
 
+_RANGE = re.compile(rb"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})", re.IGNORECASE)
+
+
+def parse_range(raw: bytes | None, size: int) -> tuple[int, int] | None:
+    """
+    The single byte range a GET asks for, as tusd serves them through Go's
+    C{http.ServeContent}: C{bytes=a-b}, C{bytes=a-} or C{bytes=-n} (the
+    last C{n} bytes), the end clipped to C{size}.
+
+    @return: C{(start, length)}, or L{None} to serve the whole upload: no
+        C{Range}, or one this server does not do (several ranges, another
+        unit, a malformed or backwards range), which RFC 9110 lets a
+        server ignore.
+    @raise RangeNotSatisfiable: a well-formed range that starts at or past
+        C{size} (or asks for the last 0 bytes); 416 with
+        C{Content-Range: bytes */size}.
+    """
+    if raw is None:
+        return None
+    match = _RANGE.fullmatch(raw.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        if last and int(last) < start:
+            return None
+        if start >= size:
+            raise errors.RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        end = min(int(last), size - 1) if last else size - 1
+        return start, end - start + 1
+    if not last:
+        return None
+    suffix = int(last)
+    if suffix == 0 or size == 0:
+        raise errors.RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    start = max(0, size - suffix)
+    return start, size - start
+
+
 def _filename_parameter(filename: str) -> str:
     cleaned = "".join(c for c in filename if c.isprintable())
     ascii_name = cleaned.encode("ascii", "replace").decode("ascii")

@@ -114,7 +114,14 @@ class PiecesProducer:
             self._consumer.write(piece)
         if self._done is not None and self._index >= len(self._pieces):
             done, self._done = self._done, None
+            self._release()
             done.callback(None)
+
+    def _release(self) -> None:
+        # An idle pooled connection keeps its last request, and so this
+        # producer, alive: without this it would keep a whole part too.
+        self._pieces = []
+        self._index = 0
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -125,6 +132,7 @@ class PiecesProducer:
 
     def stopProducing(self) -> None:
         self._done = None
+        self._release()
 
 
 def _text(element: ElementTree.Element | None, name: str) -> str:

@@ -39,18 +39,21 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
 from txtus import errors
 from txtus.info import UploadInfo
 from txtus.interfaces import (
+    IChunkStager,
     IChunkWriter,
     IConcater,
     IDataStore,
     IExpiryRenewer,
     ILengthDeferrer,
     IReader,
+    IStagedChunkWriter,
     ITerminater,
     IUpload,
     IUploadIdValidator,
@@ -106,8 +109,8 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IUploadIdValidator,
-             IExpiryRenewer)
+@implementer(IDataStore, IUploadIdValidator, IChunkStager, ITerminater, IConcater, ILengthDeferrer, IReader,
+             IUploadLister, IExpiryRenewer)
 class S3Store:
     """
     @param client: the L{S3Client} for the bucket.
@@ -139,6 +142,7 @@ class S3Store:
         composer.use_reader(self)
         composer.use_lister(self)
         composer.use_expiry_renewer(self)
+        composer.use_stager(self)
 
     def is_valid_upload_id(self, upload_id: str) -> bool:
         """tusd's S3 IDs: C{<objectid>+<multipartid>}, nothing that leaves the prefix."""
@@ -154,6 +158,9 @@ class S3Store:
 
     def part_key(self, upload_id: str) -> str:
         return self.key(upload_id) + ".part"
+
+    def staged_key(self, upload_id: str, after_parts: int) -> str:
+        return f"{self.key(upload_id)}.staged.{after_parts}"
 
     def part_size_for(self, size: int | None) -> int:
         """The part size for an upload: larger parts when 10 000 would not hold it."""
@@ -185,11 +192,53 @@ class S3Store:
     async def write_info(self, info: UploadInfo) -> None:
         await self.client.put_object(self.info_key(info.id), info.to_json(), {"Content-Type": "application/json"})
 
-    async def state(self, upload_id: str) -> _State:
+    async def state(self, upload_id: str, size: int | None) -> _State:
         """
         The parts without a gap from part 1, the valid C{.part}, or the final
-        object's size once the multipart upload is completed.
+        object's size once the multipart upload is completed.  A staged
+        chunk whose commit was cut short is appended first.
         """
+        return await self.roll_forward(upload_id, size)
+
+    async def roll_forward(self, upload_id: str, size: int | None) -> _State:
+        """
+        Append a committed staged chunk (C{<objectid>.staged.<k>}) to the
+        upload, from wherever an earlier attempt stopped: the parts after
+        the first C{k} that exist already hold its first bytes.  Each step
+        is a whole part or the C{.part}, so a crash at any point leaves
+        this to be finished by the next reader.
+        """
+        state = await self._state(upload_id)
+        staged = await self.client.list_objects(self.key(upload_id) + ".staged.")
+        for item in staged:
+            after = item.key.rsplit(".", 1)[1]
+            if not after.isdigit() or int(after) > len(state.parts) or state.finished_size is not None:
+                continue
+            client, key, multipart = self.client, self.key(upload_id), self.multipart_id(upload_id)
+            after_parts = int(after)
+            base = sum(p.size for p in state.parts[:after_parts])
+            position = sum(p.size for p in state.parts[after_parts:])
+            part_size = self.part_size_for(size)
+            complete = size is not None and base + item.size >= size
+            number = len(state.parts) + 1
+            while position < item.size:
+                end = min(item.size, position + part_size)
+                if end - position < part_size and not complete and end - position < MIN_PART_SIZE:
+                    break
+                data = await client.get_object(item.key, position, end)
+                await client.upload_part(key, multipart, number, [data])
+                number += 1
+                position = end
+            if position < item.size:
+                data = await client.get_object(item.key, position, item.size)
+                await client.put_object(self.part_key(upload_id), data, {_PARTS_MARKER: str(number - 1)})
+            elif number - 1 > after_parts:
+                await client.delete_object(self.part_key(upload_id))
+            await client.delete_object(item.key)
+            state = await self._state(upload_id)
+        return state
+
+    async def _state(self, upload_id: str) -> _State:
         key = self.key(upload_id)
         try:
             listed = await self.client.list_parts(key, self.multipart_id(upload_id))
@@ -224,11 +273,7 @@ class S3Store:
         object_id = info.id.split("+", 1)[0] if info.id else secrets.token_hex(16)
         if not re.fullmatch(_OBJECT_ID, object_id):
             raise errors.InternalServerError("invalid upload ID")
-        headers = {}
-        content_type = info.metadata.get("filetype")
-        if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
-            headers["Content-Type"] = content_type
-        multipart = await self.client.create_multipart_upload(self.prefix + object_id, headers)
+        multipart = await self.client.create_multipart_upload(self.prefix + object_id, _content_type(info))
         info.id = f"{object_id}+{multipart}"
         info.storage = {"Type": "s3store", "Bucket": self.client.bucket, "Key": self.key(info.id)}
         await self.write_info(info)
@@ -244,12 +289,17 @@ class S3Store:
 
     # Extensions ----------------------------------------------------------
 
+    def open_staged_chunk(self, upload: "S3Upload", offset: int) -> Deferred:
+        return _deferred(upload._open_chunk(offset, staged=True))
+
     def terminate(self, upload: "S3Upload") -> Deferred:
         return _deferred(self._terminate(upload))
 
     async def _terminate(self, upload: "S3Upload") -> None:
         await self.client.abort_multipart_upload(self.key(upload.id), self.multipart_id(upload.id))
-        await self.client.delete_objects([self.key(upload.id), self.part_key(upload.id), self.info_key(upload.id)])
+        staged = [o.key for o in await self.client.list_objects(self.key(upload.id) + ".staged.")]
+        await self.client.delete_objects([self.key(upload.id), self.part_key(upload.id), *staged,
+                                          self.info_key(upload.id)])
 
     def declare_length(self, upload: "S3Upload", length: int) -> Deferred:
         return _deferred(self._declare_length(upload, length))
@@ -291,7 +341,7 @@ class S3Store:
         return _deferred(self._send_content(upload, consumer, start, length))
 
     async def _send_content(self, upload: "S3Upload", consumer: IConsumer, start: int, length: int) -> None:
-        state = await self.state(upload.id)
+        state = await self.state(upload.id, upload.info.size)
         if state.finished_size is None:
             if length == 0:
                 return
@@ -359,6 +409,7 @@ class S3Store:
 
 
 def _content_type(info: UploadInfo) -> dict[str, str]:
+    """tusd's rule: the C{filetype} metadata becomes the object's Content-Type (if it is a sane header)."""
     content_type = info.metadata.get("filetype")
     if content_type and re.fullmatch(r"[\x21-\x7e][\x20-\x7e]{0,254}", content_type):
         return {"Content-Type": content_type}
@@ -376,22 +427,23 @@ class S3Upload:
         return _deferred(self._get_info())
 
     async def _get_info(self) -> UploadInfo:
-        state = await self.store.state(self.id)
+        state = await self.store.state(self.id, self.info.size)
         # Completed multipart upload = finish() done (IUpload.get_info).
         return self.info.copy(offset=state.offset, finished=state.finished_size is not None)
 
     def open_chunk(self, offset: int) -> Deferred:
         return _deferred(self._open_chunk(offset))
 
-    async def _open_chunk(self, offset: int) -> "S3ChunkWriter":
+    async def _open_chunk(self, offset: int, staged: bool = False) -> "S3ChunkWriter":
         store = self.store
-        state = await store.state(self.id)
+        state = await store.state(self.id, self.info.size)
         if state.offset != offset or state.finished_size is not None:
             raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset)})
         tail = await store.client.get_object(store.part_key(self.id)) if state.tail else b""
         if len(tail) != state.tail:
             raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset - state.tail)})
-        return S3ChunkWriter(store, self.id, state.parts, tail, self.info.size)
+        kind = S3StagedChunkWriter if staged else S3ChunkWriter
+        return kind(store, self.id, state.parts, tail, self.info.size)
 
     def finish(self) -> Deferred:
         return _deferred(self._finish())
@@ -404,7 +456,7 @@ class S3Upload:
         """
         store, client = self.store, self.store.client
         key, multipart = store.key(self.id), store.multipart_id(self.id)
-        state = await store.state(self.id)
+        state = await store.state(self.id, self.info.size)
         if state.finished_size is not None:
             return
         parts = list(state.parts)
@@ -496,7 +548,7 @@ class S3ChunkWriter:
     def _launch(self) -> None:
         while self._waiting and len(self._running) < self._store.concurrency and self._error is None:
             number, pieces = self._waiting.pop(0)
-            d = ensureDeferred(self._client.upload_part(self._key, self._multipart, number, pieces))
+            d = ensureDeferred(self._put(number, pieces))
             self._running[number] = d
             size = sum(len(p) for p in pieces)
             d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, size), errbackArgs=(number,))
@@ -504,6 +556,9 @@ class S3ChunkWriter:
             self._paused = False
             if self._producer is not None:
                 self._producer.resumeProducing()
+
+    async def _put(self, number: int, pieces: list[bytes]) -> str:
+        return await self._client.upload_part(self._key, self._multipart, number, pieces)
 
     def _put_done(self, etag: str, number: int, size: int) -> None:
         del self._running[number]
@@ -541,20 +596,27 @@ class S3ChunkWriter:
             if uploaded:
                 await client.delete_object(self._store.part_key(self._id))
             raise _storage_error(self._error)
-        rest = self._pieces
-        size = self._filled
+        return await self._store_rest(parts, uploaded)
+
+    async def _store_rest(self, parts: list[Part], uploaded: bool) -> int:
+        """
+        Store the bytes after the last full part, each step atomic: as the
+        last part, or as the new C{.part} (whose marker makes an old one
+        stale).  @return: the new offset.
+        """
+        client, store = self._client, self._store
+        rest, size = self._pieces, self._filled
         offset = sum(p.size for p in parts)
         complete = self._size is not None and offset + size >= self._size
         if size and (complete or size >= MIN_PART_SIZE):
-            etag = await client.upload_part(self._key, self._multipart, len(parts) + 1, rest)
-            parts.append(Part(len(parts) + 1, size, etag))
-            await client.delete_object(self._store.part_key(self._id))
+            await client.upload_part(store.key(self._id), store.multipart_id(self._id), len(parts) + 1, rest)
+            await client.delete_object(store.part_key(self._id))
             return offset + size
         if size and (uploaded or self._written > self._start):
-            await client.put_object(self._store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
+            await client.put_object(store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
             return offset + size
         if uploaded and self._had_tail:
-            await client.delete_object(self._store.part_key(self._id))
+            await client.delete_object(store.part_key(self._id))
         return offset + size
 
     def commit(self) -> Deferred:
@@ -572,19 +634,83 @@ class S3ChunkWriter:
         d.addErrback(lambda f: log.failure("abandoning chunk of upload {upload_id}", f, upload_id=self._id))
         return d.addCallback(lambda _: None)
 
+
+
+@implementer(IStagedChunkWriter)
+class S3StagedChunkWriter(S3ChunkWriter):
+    """
+    A checksummed chunk, kept apart until its digest matched.  Its bytes
+    (after the old C{.part}'s) fill parts of a multipart upload of their
+    own on C{<objectid>.staged.<k>}, C{k} being the number of the upload's
+    parts they follow; nothing of it counts in the upload's offset.
+
+    C{commit} completes that staging upload into an object (the intent,
+    recorded atomically by S3) and then appends it to the upload
+    (L{S3Store.roll_forward}); a crash in between is finished by whoever
+    next reads the upload's state.  A chunk that never filled a part is
+    appended straight from memory, in one atomic step.  C{rollback} and
+    C{abort} abort the staging upload.
+    """
+
+    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None) -> None:
+        super().__init__(store, upload_id, [], tail, size)
+        self._main_parts = parts
+        self._start = sum(p.size for p in parts) + len(tail)
+        self._written = self._start
+        self._key = store.staged_key(upload_id, len(parts))
+        self._creating: Deferred | None = None
+
+    async def _put(self, number: int, pieces: list[bytes]) -> str:
+        if self._creating is None:
+            self._creating = ensureDeferred(self._client.create_multipart_upload(self._key))
+        self._multipart = await _shared(self._creating)
+        return await super()._put(number, pieces)
+
+    async def _close(self) -> int:
+        await self._settle()
+        if self._error is not None:
+            await self._discard()
+            raise _storage_error(self._error)
+        if self._creating is None:
+            return await self._store_rest(self._main_parts, False)
+        parts = self._contiguous()
+        if self._filled:
+            etag = await self._put(len(parts) + 1, self._pieces)
+            parts.append(Part(len(parts) + 1, self._filled, etag))
+        await self._client.complete_multipart_upload(self._key, self._multipart, parts)
+        return (await self._store.roll_forward(self._id, self._size)).offset
+
+    async def _discard(self) -> None:
+        await self._settle()
+        if self._creating is not None:
+            multipart = await _shared(self._creating)
+            await self._client.abort_multipart_upload(self._key, multipart)
+
     def rollback(self) -> Deferred:
         if self._closed:
             return fail(RuntimeError("chunk already committed or rolled back"))
         self._closed = True
-        return _deferred(self._rollback())
+        return _deferred(self._discard()).addCallback(lambda _: self._start)
 
-    async def _rollback(self) -> int:
-        await self._settle()
-        if len(self._contiguous()) > self._base:
-            # Not reachable once checksummed chunks are staged; until then,
-            # say so rather than pretend.
-            raise errors.InternalServerError("cannot roll back parts already stored in S3")
-        return self._start
+    def abort(self) -> Deferred:
+        if self._closed:
+            return succeed(None)
+        self._closed = True
+        d = _deferred(self._discard())
+        d.addErrback(lambda f: log.failure("discarding staged chunk of upload {upload_id}", f, upload_id=self._id))
+        return d.addCallback(lambda _: None)
+
+
+def _shared(d: Deferred) -> Deferred:
+    """A Deferred of its own on C{d}'s result, which C{d} keeps."""
+    mine: Deferred = Deferred()
+
+    def both(result: Any) -> Any:
+        mine.callback(result) if not isinstance(result, Failure) else mine.errback(result)
+        return result
+
+    d.addBoth(both)
+    return mine
 
 
 @implementer(IPushProducer)
