@@ -1,0 +1,113 @@
+"""
+Log observers for C{twist tus --log-format text|json}.
+
+txtus writes one line per upload created, finished, terminated or expired
+and per refused request, each with the upload's ID in C{upload_id}, so
+these lines are on the path of every small upload.  Twisted's own file
+observers cost more than the rest of a small request's logging: the
+classic text one re-parses each format string with C{string.Formatter} and
+formats the time with C{strftime} per event, and C{twist}'s default when
+the log is not a terminal, the JSON one, flattens and serialises the whole
+event (the logger, the source object) into record-separated JSON that log
+shippers do not read line by line.
+
+L{text_observer} (the default) writes Twisted's classic line (time,
+C{[namespace#level]}, message) with C{str.format_map} and a time string
+cached per second.  L{json_observer} writes one JSON object per line:
+C{time}, C{level}, C{namespace}, C{msg} and every plain field of the
+event (C{upload_id}, C{size}, C{status}, C{code}...).  Events that need
+more than C{str.format_map} (Twisted's C{{callable()}} syntax, legacy
+events) fall back to Twisted's formatter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import IO, Any, Callable
+
+from twisted.logger import formatEvent
+
+Observer = Callable[[dict], None]
+
+
+class _Clock:
+    """ISO 8601 local time strings, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        return self._text
+
+
+def _message(event: dict) -> str:
+    text = event.get("log_format")
+    if text is not None and "log_failure" not in event:
+        try:
+            return text.format_map(event)
+        except Exception:
+            pass  # Twisted's own format syntax; its formatter knows it
+    return formatEvent(event)
+
+
+def _failure_text(event: dict) -> str:
+    failure = event.get("log_failure")
+    if failure is None:
+        return ""
+    try:
+        return failure.getTraceback()
+    except Exception:
+        return "(the traceback could not be formatted)\n"
+
+
+def text_observer(out: IO[str]) -> Observer:
+    """Twisted's classic log lines, written cheaply to C{out}."""
+    clock = _Clock()
+
+    def observe(event: dict) -> None:
+        level = event.get("log_level")
+        line = (f"{clock(event.get('log_time'))} [{event.get('log_namespace', '-')}"
+                f"#{level.name if level is not None else '-'}] {_message(event)}\n")
+        if "log_failure" in event:
+            line += _failure_text(event)
+        out.write(line)
+        out.flush()
+
+    return observe
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def json_observer(out: IO[str]) -> Observer:
+    """One JSON object per line (JSON Lines), for log shippers."""
+    clock = _Clock()
+
+    def observe(event: dict) -> None:
+        level = event.get("log_level")
+        record: dict[str, Any] = {
+            "time": clock(event.get("log_time")),
+            "level": level.name if level is not None else None,
+            "namespace": event.get("log_namespace"),
+            "msg": _message(event),
+        }
+        for key, value in event.items():
+            if not key.startswith("log_") and key not in record and isinstance(value, _PLAIN):
+                record[key] = value
+        if "log_failure" in event:
+            record["error"] = _failure_text(event)
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    return observe
+
+
+LOG_FORMATS: dict[str, Callable[[IO[str]], Observer]] = {"text": text_observer, "json": json_observer}
