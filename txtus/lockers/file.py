@@ -133,7 +133,8 @@ class FileLocker(CrossProcessLocker):
             except FileNotFoundError:
                 os.makedirs(self.stop_path, exist_ok=True)
             except OSError as e:
-                log.warn("cannot write stop request {path}: {error}", path=path, error=e.strerror)
+                log.warn("upload {upload_id}: cannot write stop request {path}: {error}", upload_id=upload_id,
+                         path=path, error=e.strerror)
                 return
 
     def _hold(self, lock: HeldLock) -> None:
