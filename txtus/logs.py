@@ -73,9 +73,11 @@ def text_observer(out: IO[str]) -> Observer:
     clock = _Clock()
 
     def observe(event: dict) -> None:
-        level = event.get("log_level")
-        line = (f"{clock(event.get('log_time'))} [{event.get('log_namespace', '-')}"
-                f"#{level.name if level is not None else '-'}] {_message(event)}\n")
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
+        line = f"{clock(event.get('log_time'))} [{system}] {_message(event)}\n"
         if "log_failure" in event:
             line += _failure_text(event)
         out.write(line)
