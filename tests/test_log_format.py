@@ -131,3 +131,39 @@ def test_json_observer_writes_one_object_per_line() -> None:
     assert [r["msg"] for r in records] == ["upload abc made by warn", "Twisted's own syntax: called", "upload def broke"]
     assert records[0]["upload_id"] == "abc" and "who" not in records[0]
     assert records[2]["upload_id"] == "def" and "ZeroDivisionError" in records[2]["error"]
+
+
+def test_txtus_events_reach_the_global_publisher_by_default() -> None:
+    """An application embedding txtus sees its events like any others."""
+    from twisted.logger import globalLogPublisher
+
+    from txtus.logs import Logger as TxtusLogger
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        TxtusLogger(namespace="txtus.test").info("upload {upload_id} created", upload_id="abc")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert [(e["log_namespace"], e["upload_id"], e["log_level"]) for e in seen] == [("txtus.test", "abc", LogLevel.info)]
+
+
+def test_a_direct_route_filters_by_level_and_skips_the_publisher() -> None:
+    from twisted.logger import globalLogPublisher
+
+    from txtus.logs import EVENTS, Logger as TxtusLogger
+
+    published: list[dict] = []
+    out = io.StringIO()
+    globalLogPublisher.addObserver(published.append)
+    EVENTS.direct(text_observer(out), LogLevel.warn)
+    try:
+        log = TxtusLogger(namespace="txtus.test")
+        log.info("upload {upload_id} quiet", upload_id="abc")
+        log.warn("upload {upload_id} loud", upload_id="abc")
+    finally:
+        EVENTS.reset()
+        globalLogPublisher.removeObserver(published.append)
+    assert published == []
+    assert out.getvalue().endswith("[txtus.test#warn] upload abc loud\n")
+    assert "quiet" not in out.getvalue()

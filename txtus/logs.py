@@ -18,6 +18,14 @@ C{time}, C{level}, C{namespace}, C{msg} and every plain field of the
 event (C{upload_id}, C{size}, C{status}, C{code}...).  Events that need
 more than C{str.format_map} (Twisted's C{{callable()}} syntax, legacy
 events) fall back to Twisted's formatter.
+
+The way there costs too: an event passes Twisted's level validation in
+C{Logger.emit}, the global publisher and C{twist}'s level filter before
+reaching an observer, several times the cost of the observer itself.
+txtus's modules therefore log through L{Logger}, whose events go to
+L{EVENTS}: by default the global publisher (so an embedding application
+sees them like any others), and under C{twist tus} straight to the log
+observer, filtered by C{twist --log-level} (L{EventRoute.direct}).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import json
 import time
 from typing import IO, Any, Callable
 
-from twisted.logger import formatEvent
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger as _TwistedLogger
 
 Observer = Callable[[dict], None]
 
@@ -113,3 +122,53 @@ def json_observer(out: IO[str]) -> Observer:
 
 
 LOG_FORMATS: dict[str, Callable[[IO[str]], Observer]] = {"text": text_observer, "json": json_observer}
+
+
+class EventRoute:
+    """
+    The observer of txtus's own log events: Twisted's global publisher,
+    or, once L{direct} was called, one observer and a minimum level.
+    """
+
+    def __init__(self) -> None:
+        self._observer: Observer = globalLogPublisher
+        self._level: LogLevel | None = None
+
+    def __call__(self, event: dict) -> None:
+        level = self._level
+        if level is None or event["log_level"] >= level:
+            self._observer(event)
+
+    def direct(self, observer: Observer, level: LogLevel) -> None:
+        """Send txtus's events to C{observer} alone, those at C{level} or above."""
+        self._observer, self._level = observer, level
+
+    def reset(self) -> None:
+        """Back to the global publisher."""
+        self._observer, self._level = globalLogPublisher, None
+
+
+EVENTS = EventRoute()
+
+
+class Logger(_TwistedLogger):
+    """
+    C{twisted.logger.Logger} for txtus's modules: events go to L{EVENTS},
+    and C{emit} skips Twisted's check that the level is a L{LogLevel}
+    (txtus only calls C{info}, C{warn}, C{error}, C{failure}...), which
+    re-sorts the level constants on every event.
+    """
+
+    def __init__(self, namespace: str | None = None, source: object = None,
+                 observer: Observer | None = None) -> None:
+        if namespace is None:
+            namespace = self._namespaceFromCallingContext()
+        super().__init__(namespace, source, EVENTS if observer is None else observer)
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace, log_source=self.source,
+                      log_format=format, log_time=time.time())
+        trace = kwargs.get("log_trace")
+        if trace is not None:
+            trace.append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)

@@ -27,7 +27,7 @@ from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
 from txtus.lockers.redis import DEFAULT_URL, RedisLocker, probe
 from txtus.metrics import PrometheusMetrics
-from txtus.logs import LOG_FORMATS
+from txtus.logs import EVENTS, LOG_FORMATS
 from txtus.service import make_service
 from txtus.shutdown import ShutdownSignals
 from txtus.web.demo import DemoPage
@@ -345,8 +345,22 @@ def _raise_open_file_limit() -> None:
             pass
 
 
+def _route_upload_events(options: Options) -> None:
+    """
+    Under C{twist}, txtus's events go straight to an observer of the chosen
+    format on twist's log file, filtered by C{twist --log-level}: the lines
+    are the same, without the global publisher and level filter on the way
+    (see L{txtus.logs}).  Twisted's own events still take that way.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or "logFile" not in parent or "logLevel" not in parent:
+        return
+    EVENTS.direct(LOG_FORMATS[options["log-format"]](parent["logFile"]), parent["logLevel"])
+
+
 def makeService(options: Options, reactor: Any = None) -> Any:
     _raise_open_file_limit()
+    _route_upload_events(options)
     config = build_config(options, reactor)
     root = None if options["disable-demo"] else DemoPage(config)
     service = make_service(config, options["port"], root)

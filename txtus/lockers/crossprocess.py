@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus import errors
 from txtus.lockers.crossprocess import CrossProcessLocker, HeldLock

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from txtus.logs import Logger
 from zope.interface import implementer
 
 from txtus import errors

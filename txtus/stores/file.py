@@ -35,7 +35,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.task import cooperate
-from twisted.logger import Logger
+from txtus.logs import Logger
 from zope.interface import implementer
 
 from txtus import errors
