@@ -37,7 +37,7 @@ def _run_twist(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path, int]
         match = _PORT.search(log.read_text() if log.exists() else "")
         return int(match.group(1)) if match else None
 
-    return process, log, wait_until(port, "twist tus to listen", timeout=20)
+    return process, log, wait_until(port, "twist tus to listen", timeout=60)
 
 
 def _upload_and_delete(port: int) -> str:
@@ -101,7 +101,7 @@ def test_json_lines_when_asked(tmp_path: Path) -> None:
 def test_bad_log_format_is_one_line(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, "-m", "twisted", "tus", "--path", str(tmp_path), "--log-format", "xml"],
-                            capture_output=True, text=True, env=env, timeout=30)
+                            capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "--log-format must be one of: text, json" in result.stdout + result.stderr
 
@@ -167,3 +167,17 @@ def test_a_direct_route_filters_by_level_and_skips_the_publisher() -> None:
     assert published == []
     assert out.getvalue().endswith("[txtus.test#warn] upload abc loud\n")
     assert "quiet" not in out.getvalue()
+
+
+def test_a_broken_log_does_not_fail_the_caller() -> None:
+    from txtus.logs import EVENTS, Logger as TxtusLogger
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("the log's pipe is closed")
+
+    EVENTS.direct(text_observer(Closed()), LogLevel.info)
+    try:
+        TxtusLogger(namespace="txtus.test").info("upload {upload_id} created", upload_id="abc")
+    finally:
+        EVENTS.reset()

@@ -136,8 +136,15 @@ class EventRoute:
 
     def __call__(self, event: dict) -> None:
         level = self._level
-        if level is None or event["log_level"] >= level:
-            self._observer(event)
+        if level is None:
+            self._observer(event)  # the publisher guards its observers itself
+        elif event["log_level"] >= level:
+            try:
+                self._observer(event)
+            except Exception:
+                # A log that cannot be written (a closed pipe, a full disk)
+                # must not fail the request that logged.
+                pass
 
     def direct(self, observer: Observer, level: LogLevel) -> None:
         """Send txtus's events to C{observer} alone, those at C{level} or above."""
