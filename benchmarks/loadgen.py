@@ -6,6 +6,14 @@ zero-copy slices of the upload's content (L{content.views}) and parses only
 the status line and the few response headers it needs, so a request costs
 the client a few microseconds of CPU.
 
+Requests are shaped like tus-js-client's on Node (captured from version
+4.3.1): the same header fields in the same order, C{Upload-Metadata} with a
+filename and a filetype on every creation, C{Connection: keep-alive}, and a
+small body sent in the same write as its header block (Node's
+C{request.end(body)} does that), so the server sees one segment per small
+request, as it does from a real client.  Connections are reused like an
+HTTP agent's: one per upload in flight, kept open between requests.
+
 Run by C{run.py} as C{python loadgen.py '<json spec>'}.  Protocol on the
 standard streams: the generator prints C{ready} once connected, waits for a
 C{go} line, runs, and prints one line of JSON with its results.  The
@@ -17,6 +25,7 @@ own uploads from C{go} until a C{stop} line.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import sys
@@ -27,6 +36,14 @@ import content
 
 OFFSET_OCTET_STREAM = b"application/offset+octet-stream"
 REQUEST_TIMEOUT = 120.0
+# Bodies up to this size go out in the same write as their header block.
+SMALL_BODY = 64 * 1024
+
+
+def metadata(upload: int) -> bytes:
+    """The C{Upload-Metadata} tus-js-client sends for a file: its name and type, base64."""
+    name = base64.b64encode(b"upload-%08d.bin" % upload)
+    return b"Upload-Metadata: filename " + name + b",filetype " + base64.b64encode(b"application/octet-stream")
 
 
 class HTTPError(Exception):
@@ -164,11 +181,14 @@ class Client:
     def record(self, kind: str, seconds: float) -> None:
         self.latencies.setdefault(kind, []).append(round(seconds * 1000.0, 4))
 
-    async def request(self, conn: Connection, kind: str, head: bytes, body: Iterable[Any] = (),
+    async def request(self, conn: Connection, kind: str, head: bytes, body: list[Any] | tuple = (),
                       head_request: bool = False) -> tuple[int, dict, bytes]:
         started = time.perf_counter()
         response = conn.expect_response(head_request)
-        await conn.send([head, *body])
+        if len(body) == 1 and len(body[0]) <= SMALL_BODY:
+            await conn.send([head + body[0]])  # one write, one segment, as Node sends it
+        else:
+            await conn.send([head, *body])
         status, headers, payload = await response
         self.record(kind, time.perf_counter() - started)
         if headers.get(b"connection", b"").lower() == b"close":
@@ -183,18 +203,20 @@ class Client:
         return location
 
     def head(self, method: bytes, path: bytes, *fields: bytes) -> bytes:
-        return b"%s %s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\n%s\r\n" % (
-            method, path, self.host_header, b"".join(f + b"\r\n" for f in fields))
+        # tus-js-client's fields first, then what Node's http module adds.
+        return b"%s %s HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n%sHost: %s\r\nConnection: keep-alive\r\n\r\n" % (
+            method, path, b"".join(f + b"\r\n" for f in fields), self.host_header)
 
     async def create(self, conn: Connection, upload: int, size: int, with_body: bool) -> bytes:
-        fields = [b"Upload-Length: %d" % size]
+        fields = [b"Upload-Length: %d" % size, metadata(upload)]
         body: list = []
         if with_body:
             fields += [b"Content-Type: " + OFFSET_OCTET_STREAM, b"Content-Length: %d" % size]
             body = list(content.views(upload, 0, size))
-        else:
-            fields.append(b"Content-Length: 0")
-        status, headers, payload = await self.request(conn, "POST", self.head(b"POST", self.base, *fields), body)
+        head = self.head(b"POST", self.base, *fields)
+        if not with_body:
+            head = head[:-2] + b"Content-Length: 0\r\n\r\n"  # Node puts it last
+        status, headers, payload = await self.request(conn, "POST", head, body)
         if status != 201 or b"location" not in headers:
             raise HTTPError(f"POST answered {status}: {payload[:200]!r}")
         if with_body:
@@ -204,8 +226,8 @@ class Client:
         return self.upload_path(headers[b"location"])
 
     async def patch(self, conn: Connection, path: bytes, upload: int, start: int, end: int) -> None:
-        head = self.head(b"PATCH", path, b"Content-Type: " + OFFSET_OCTET_STREAM,
-                         b"Upload-Offset: %d" % start, b"Content-Length: %d" % (end - start))
+        head = self.head(b"PATCH", path, b"Upload-Offset: %d" % start, b"Content-Type: " + OFFSET_OCTET_STREAM,
+                         b"Content-Length: %d" % (end - start))
         status, headers, payload = await self.request(conn, "PATCH", head, list(content.views(upload, start, end)))
         if status != 204 or headers.get(b"upload-offset") != b"%d" % end:
             raise HTTPError(f"PATCH answered {status}, Upload-Offset {headers.get(b'upload-offset')!r}"
@@ -284,8 +306,8 @@ async def run_trickle(client: Client, spec: dict, lines: asyncio.Queue) -> dict:
             try:
                 conn = await client.connect()
                 path = await client.create(conn, upload, length, False)
-                head = client.head(b"PATCH", path, b"Content-Type: " + OFFSET_OCTET_STREAM,
-                                   b"Upload-Offset: 0", b"Content-Length: %d" % length)
+                head = client.head(b"PATCH", path, b"Upload-Offset: 0", b"Content-Type: " + OFFSET_OCTET_STREAM,
+                                   b"Content-Length: %d" % length)
                 response = conn.expect_response(timeout=interval * (length + 1) + REQUEST_TIMEOUT)
                 await conn.send([head])
                 opened.append((upload, path, conn, response))

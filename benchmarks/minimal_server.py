@@ -2,14 +2,15 @@
 Two reference servers for the benchmark, on plain asyncio with no tus
 logic: no validation, no locks, no info files, offsets kept in a dict.
 
-- C{ceiling}: POST creates C{<dir>/<id>} (writing the body if any), PATCH
+- C{store}: POST creates C{<dir>/<id>} (writing the body if any), PATCH
   writes its body at C{Upload-Offset}, HEAD answers the offset.  What a
-  Python server that just writes bytes to files can do: the "no-logic
-  ceiling" txtus is compared with.
+  Python server that just writes bytes to files can do without Twisted's
+  HTTP machinery (the C{asyncio} peer; L{twisted_server} is the same
+  flow on twisted.web).
 - C{discard}: the same protocol, bodies read and thrown away.  Run against
   the load generator to show the generator is not what limits a scenario.
 
-Usage: C{python minimal_server.py ceiling|discard PORT DIR}.  Prints
+Usage: C{python minimal_server.py store|discard PORT DIR}.  Prints
 C{listening} once bound.
 """
 
@@ -132,7 +133,7 @@ class _State:
 
 
 async def serve(kind: str, port: int, directory: str) -> None:
-    state = _State(directory if kind == "ceiling" else None)
+    state = _State(directory if kind == "store" else None)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(state), "127.0.0.1", port, backlog=1024)
     print("listening", flush=True)
@@ -142,8 +143,8 @@ async def serve(kind: str, port: int, directory: str) -> None:
 
 if __name__ == "__main__":
     kind, port_text, directory = sys.argv[1:4]
-    if kind not in ("ceiling", "discard"):
-        raise SystemExit("kind must be ceiling or discard")
+    if kind not in ("store", "discard"):
+        raise SystemExit("kind must be store or discard")
     try:
         asyncio.run(serve(kind, int(port_text), directory))
     except KeyboardInterrupt:

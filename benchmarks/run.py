@@ -1,11 +1,11 @@
 """
 txtus benchmark: one command that starts each server, drives the
-scenarios of issue 4 against it from separate load-generator processes,
+scenarios of issues 4 and 10 against it from separate load-generator processes,
 verifies every stored byte, and prints throughput, latency percentiles,
 peak server RSS, server CPU seconds, the ratios to the other servers and
 PASS/FAIL for each target.
 
-    python benchmarks/run.py [--quick] [--scenarios a,b,c,d] [--peers txtus,ceiling,...]
+    python benchmarks/run.py [--quick] [--scenarios a,b,c,d] [--peers txtus-default,twisted,...]
 
 Scenarios (MiB = 2^20):
   a  200 uploads x 1 MiB, 50 at a time, POST then one PATCH each
@@ -387,6 +387,10 @@ def print_table(summaries: list[Summary]) -> None:
         for m in s.runs:
             for text in (m.error_samples or []) + (m.verify_failures or []) + ([m.note] if m.note else []):
                 say(f"      ! {text}")
+        if not trickle:
+            kinds = ", ".join(f"{kind} {kind_latency(s, kind, 50):.1f}/{kind_latency(s, kind, 99):.1f}"
+                              for kind in ("POST", "PATCH", "HEAD") if any(kind in (m.latencies or {}) for m in s.runs))
+            say(f"      p50/p99 ms: {kinds}; server CPU {cpu_per_upload(s):.3f} ms per upload")
         if trickle:
             m = s.runs[0]
             per_upload = (m.rss_hold - m.rss_idle) * 1024 / max(m.uploads, 1)
@@ -403,21 +407,46 @@ def ratio(a: Summary | None, b: Summary | None) -> float | None:
     return a.throughput / b.throughput
 
 
+def kind_latency(summary: Summary, kind: str, p: float) -> float:
+    """Median over runs of one request kind's C{p}th percentile latency, in ms."""
+    return summary.median(lambda m: percentile((m.latencies or {}).get(kind, []), p))
+
+
+def cpu_per_upload(summary: Summary) -> float:
+    """Median server CPU milliseconds per upload."""
+    return summary.median(lambda m: 1000.0 * m.cpu / max(m.uploads, 1))
+
+
+# The targets of issue 10: (scenario, peer, at least this many times its throughput).
+THROUGHPUT_TARGETS = (("a", "tus-node", 2.5), ("a", "twisted", 0.75), ("b", "tus-node", 2.0),
+                      ("b", "twisted", 1.0), ("c", "tus-node", 2.0), ("c", "twisted", 0.5))
+PEER_LABELS = {"tus-node": "@tus/server", "twisted": "the twisted.web ceiling", "asyncio": "the asyncio server",
+               "discard": "discard"}
+TAIL_RATIO = 3.0
+
+
 def judge(results: dict[tuple[str, str], Summary], scenarios: list[str]) -> list[tuple[str, bool | None, str]]:
-    """The targets of issue 4, for each txtus flavour measured."""
+    """The targets of issue 10, for each txtus flavour measured (ratios within the same run)."""
     verdicts: list[tuple[str, bool | None, str]] = []
-    for flavour in ("txtus", "txtus-default"):
+    for flavour in ("txtus-default", "txtus"):
         if not any(key[1] == flavour for key in results):
             continue
-        for name in [s for s in scenarios if s in "abc"]:
-            mine = results.get((name, flavour))
-            node = ratio(mine, results.get((name, "tus-node")))
-            if node is not None:
-                verdicts.append((f"{flavour} {name}: >= 2x @tus/server", node >= 2.0, f"{node:.2f}x"))
-            if name in "ab":
-                ceil = ratio(mine, results.get((name, "ceiling")))
-                if ceil is not None:
-                    verdicts.append((f"{flavour} {name}: >= 0.6x ceiling", ceil >= 0.6, f"{ceil:.2f}x"))
+        for name, other, wanted in THROUGHPUT_TARGETS:
+            if name not in scenarios:
+                continue
+            r = ratio(results.get((name, flavour)), results.get((name, other)))
+            if r is not None:
+                verdicts.append((f"{flavour} {name}: >= {wanted}x {PEER_LABELS[other]}", r >= wanted, f"{r:.2f}x"))
+        mine, ceiling = results.get(("c", flavour)), results.get(("c", "twisted"))
+        if mine is not None and ceiling is not None and cpu_per_upload(ceiling):
+            r = cpu_per_upload(mine) / cpu_per_upload(ceiling)
+            verdicts.append((f"{flavour} c: server CPU per upload <= 2x the twisted.web ceiling's", r <= 2.0,
+                             f"{cpu_per_upload(mine):.2f} ms = {r:.2f}x"))
+        if mine is not None:
+            for kind in ("POST", "HEAD"):
+                p50, p99 = kind_latency(mine, kind, 50), kind_latency(mine, kind, 99)
+                verdicts.append((f"{flavour} c: {kind} p99 <= {TAIL_RATIO:.0f}x p50", p99 <= TAIL_RATIO * p50,
+                                 f"{p50:.1f} / {p99:.1f} ms = {p99 / p50:.1f}x"))
         peaks = [s.rss_peak for (name, flavour_), s in results.items() if flavour_ == flavour and name in "abc"]
         if peaks:
             verdicts.append((f"{flavour} a-c: peak RSS < {RSS_LIMIT_MIB} MiB", max(peaks) < RSS_LIMIT_MIB,
@@ -440,16 +469,17 @@ def print_ratios(results: dict[tuple[str, str], Summary], scenarios: list[str]) 
     for name in scenarios:
         if name == "d":
             continue
-        for flavour in ("txtus", "txtus-default"):
+        for flavour in ("txtus-default", "txtus"):
             mine = results.get((name, flavour))
             if mine is None:
                 continue
             parts = []
-            for other, label in (("tus-node", "@tus/server"), ("ceiling", "ceiling"), ("discard", "discard")):
+            for other, label in (("tus-node", "@tus/server"), ("twisted", "twisted.web ceiling"),
+                                 ("asyncio", "asyncio"), ("discard", "discard")):
                 r = ratio(mine, results.get((name, other)))
                 if r is not None:
-                    parts.append(f"{flavour}/{label} {r:.2f}x")
-            say(f"  {name}: " + (", ".join(parts) or "(no other server measured)"))
+                    parts.append(f"{label} {r:.2f}x")
+            say(f"  {name}: {flavour} / " + (", ".join(parts) or "(no other server measured)"))
         hooks = ratio(results.get((name, "txtus-hooks")), results.get((name, "txtus")))
         if hooks is not None:
             say(f"  {name}: hooks on (no-op, every event) / off: {hooks:.2f}x")
@@ -525,7 +555,7 @@ async def main(args: argparse.Namespace) -> int:
                 for peer_name in rotated:
                     failed |= not await _one(table[name], available[peer_name], workdir, args, run, results, runs)
         if "d" in scenarios:
-            for peer_name in [p for p in available if p in ("txtus", "txtus-default", "ceiling", "tus-node")] or list(available)[:1]:
+            for peer_name in [p for p in available if p in ("txtus", "txtus-default", "twisted", "tus-node")] or list(available)[:1]:
                 failed |= not await _one(table["d"], available[peer_name], workdir, args, 0, results, 1)
     finally:
         if not args.keep:
@@ -539,7 +569,7 @@ async def main(args: argparse.Namespace) -> int:
     verdicts = judge(results, scenarios)
     if verdicts:
         say()
-        say("targets (issue 4):")
+        say("targets (issue 10, ratios within this run):")
         for text, passed, figure in verdicts:
             say(f"  {'PASS' if passed else 'FAIL'}  {text}: {figure}")
     if args.json:

@@ -490,6 +490,41 @@ def test_continue_only_once_locked_and_found(server: Server) -> None:
     assert server.stored(upload_id) == b"hello"
 
 
+def test_body_started_at_once_never_pauses_the_socket(server: Server) -> None:
+    """With a store and locker that answer at once, reading is not paused and resumed per request."""
+    upload_id = server.create(5)
+    connection = server.connect()
+    pauses = []
+    pause = connection.transport.pauseProducing
+    connection.transport.pauseProducing = lambda: (pauses.append("paused"), pause())
+    connection.send(connection.patch_head(upload_id, 0, 5) + b"hello")
+    (status, _, _), = connection.responses()
+    assert status == 204
+    assert pauses == []
+    assert server.stored(upload_id) == b"hello"
+
+
+def test_bytes_arriving_while_the_lock_is_held_pause_reading(server: Server) -> None:
+    """The first bytes that arrive before the handler is ready are kept, and stop further reads."""
+    upload_id = server.create(10)
+    held = []
+    server.locker.lock(upload_id, lambda: None).addCallback(held.append)
+    connection = server.connect()
+    connection.send(connection.patch_head(upload_id, 0, 10))
+    assert connection.transport.producerState == "producing"
+    connection.send(b"hello")
+    assert connection.transport.producerState == "paused"
+    held[0].unlock()
+    server.clock.advance(0)
+    assert connection.transport.producerState == "producing"
+    assert server.stored(upload_id) == b"hello"
+    connection.send(b"world")
+    (status, headers, _), = connection.responses()
+    assert status == 204
+    assert headers[b"upload-offset"] == b"10"
+    assert server.stored(upload_id) == b"helloworld"
+
+
 @pytest.mark.parametrize("target", ["wrong-offset", "unknown"])
 def test_no_continue_before_rejection(server: Server, target: str) -> None:
     upload_id = server.create(5)

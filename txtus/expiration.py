@@ -21,7 +21,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus import errors
 from txtus.config import TusConfig

@@ -42,12 +42,17 @@ class UploadInfo:
 
     def copy(self, **changes: Any) -> "UploadInfo":
         """
-        A copy that shares no mutable state with this one.  Cheaper than
-        C{dataclasses.replace}, which matters on the per-request path.
+        A copy that shares no mutable state with this one.  Several are
+        made per request, so it copies the instance dictionary (every field,
+        whatever fields are added later) instead of calling C{__init__} or
+        C{dataclasses.replace}, which cost several times more.
         """
-        clone = UploadInfo(self.id, self.size, self.offset, dict(self.metadata), self.is_partial,
-                           self.is_final, list(self.partial_uploads), dict(self.storage), self.expires,
-                           self.finished, self.max_size)
+        clone = object.__new__(UploadInfo)
+        fields = clone.__dict__
+        fields.update(self.__dict__)
+        fields["metadata"] = dict(self.metadata)
+        fields["partial_uploads"] = list(self.partial_uploads)
+        fields["storage"] = dict(self.storage)
         for name, value in changes.items():
             setattr(clone, name, value)
         return clone

@@ -6,6 +6,7 @@ strings.  The CLI (L{txtus.tap}) and embedders use the same functions.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
@@ -73,6 +74,28 @@ def make_site(config: TusConfig, root: Resource | None = None) -> TusSite:
     return site
 
 
+# Twisted listens with a backlog of 50.  When more clients than that
+# connect at once (a page starting 200 uploads, a burst after a restart),
+# Linux drops the extra SYNs and those clients retry only after a second:
+# a second-long tail on a few requests.  tusd (Go) asks for the kernel's
+# maximum, @tus/server (Node) for 511; Linux caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+_HAS_BACKLOG = re.compile(r"(?<!\\):backlog=", re.IGNORECASE)
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """
+    The endpoint string C{description}, listening with C{backlog} pending
+    connections unless it names a backlog of its own (or is a kind of
+    endpoint without one).
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in _BACKLOG_KINDS or _HAS_BACKLOG.search(description) or description.endswith("\\"):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 class TusService(MultiService):
     """
     The listening ports of one site, and the services it needs (a locker
@@ -93,7 +116,7 @@ class TusService(MultiService):
 
     def listen(self, description: str) -> None:
         """Listen on the endpoint string C{description} while running."""
-        listener = strports.service(description, self.site, reactor=self.config.reactor)
+        listener = strports.service(with_backlog(description), self.site, reactor=self.config.reactor)
         listener.setServiceParent(self)
         self.listeners.append(listener)
 
@@ -126,7 +149,8 @@ def make_service(config: TusConfig, ports: Iterable[str], root: Resource | None 
     C{tcp:1080:interface=127.0.0.1} or C{unix:/run/tus.sock}), with the
     expiration cleaner when uploads expire.  A store or locker that is
     itself an C{IService} (one holding connections, like the Redis locker)
-    is started first and stopped last.
+    is started first and stopped last.  Stream endpoints without a
+    C{backlog} parameter get L{LISTEN_BACKLOG}.
     """
     site = make_site(config, root)
     service = TusService(site, config)

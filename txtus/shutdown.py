@@ -26,7 +26,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus.web.body import BodyEnd
 from txtus.web.streaming import TusSite

@@ -27,6 +27,7 @@ from txtus.lockers.file import FileLocker
 from txtus.lockers.memory import MemoryLocker
 from txtus.lockers.redis import DEFAULT_URL, RedisLocker, probe
 from txtus.metrics import PrometheusMetrics
+from txtus.logs import EVENTS, LOG_FORMATS
 from txtus.service import make_service
 from txtus.shutdown import ShutdownSignals
 from txtus.web.demo import DemoPage
@@ -99,6 +100,7 @@ class Options(usage.Options):
         ["progress-hooks-interval", None, "1s", "Least time between two post-receive hook events of one upload."],
         ["metrics-path", None, "/metrics", "URL path of the Prometheus metrics."],
         ["shutdown-timeout", None, "10", "Seconds requests in flight get to finish on SIGTERM/SIGINT before their bodies are cut (keeping what they stored)."],
+        ["log-format", None, "text", "Log lines as text or json (one JSON object per line); replaces twist's own --log-format."],
     ]
     optFlags = [
         ["behind-proxy", None, "Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto / X-Forwarded-Prefix for Location."],
@@ -169,6 +171,15 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--redis-url: {e}")
         if self["fsync"] not in FSYNC_POLICIES:
             raise usage.UsageError(f"--fsync must be one of: {', '.join(FSYNC_POLICIES)}")
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(f"--log-format must be one of: {', '.join(LOG_FORMATS)}")
+        # twist builds its log observer from its own options after
+        # makeService, and picks JSON whenever the log is not a terminal:
+        # the choice made here replaces that one.
+        parent = getattr(self, "parent", None)
+        if parent is not None and "fileLogObserverFactory" in parent:
+            parent["fileLogObserverFactory"] = LOG_FORMATS[self["log-format"]]
+            parent["logFormat"] = self["log-format"]
         origin = self["cors-origin"]
         if "," in origin or origin.startswith(("http://", "https://")):
             origin = "|".join(re.escape(o.strip()) for o in origin.split(",") if o.strip())
@@ -334,8 +345,22 @@ def _raise_open_file_limit() -> None:
             pass
 
 
+def _route_upload_events(options: Options) -> None:
+    """
+    Under C{twist}, txtus's events go straight to an observer of the chosen
+    format on twist's log file, filtered by C{twist --log-level}: the lines
+    are the same, without the global publisher and level filter on the way
+    (see L{txtus.logs}).  Twisted's own events still take that way.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or "logFile" not in parent or "logLevel" not in parent:
+        return
+    EVENTS.direct(LOG_FORMATS[options["log-format"]](parent["logFile"]), parent["logLevel"])
+
+
 def makeService(options: Options, reactor: Any = None) -> Any:
     _raise_open_file_limit()
+    _route_upload_events(options)
     config = build_config(options, reactor)
     root = None if options["disable-demo"] else DemoPage(config)
     service = make_service(config, options["port"], root)

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 
 from txtus import errors

@@ -17,7 +17,7 @@ from treq.content import collect
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived
 from zope.interface import implementer
 

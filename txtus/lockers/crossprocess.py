@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -136,7 +136,7 @@ class _Acquisition:
         self.trying = True
         maybeDeferred(self.locker._try_take, candidate).addCallbacks(
             self._tried, self._failed, callbackArgs=(candidate,)).addErrback(
-            lambda f: log.failure("lock acquisition failed", f))
+            lambda f: log.failure("upload {upload_id}: lock acquisition failed", f, upload_id=self.upload_id))
 
     def _tried(self, taken: bool, candidate: "HeldLock") -> None:
         self.trying = False
@@ -215,7 +215,7 @@ class HeldLock:
         try:
             self._release_requested()
         except Exception:
-            log.failure("lock-release callback failed")
+            log.failure("upload {upload_id}: lock-release callback failed", upload_id=self.upload_id)
 
     def unlock(self) -> Deferred:
         locker, self._locker = self._locker, None

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus import errors
 from txtus.lockers.crossprocess import CrossProcessLocker, HeldLock
@@ -133,7 +133,8 @@ class FileLocker(CrossProcessLocker):
             except FileNotFoundError:
                 os.makedirs(self.stop_path, exist_ok=True)
             except OSError as e:
-                log.warn("cannot write stop request {path}: {error}", path=path, error=e.strerror)
+                log.warn("upload {upload_id}: cannot write stop request {path}: {error}", upload_id=upload_id,
+                         path=path, error=e.strerror)
                 return
 
     def _hold(self, lock: HeldLock) -> None:

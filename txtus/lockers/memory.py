@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from txtus.logs import Logger
 from zope.interface import implementer
 
 from txtus import errors
@@ -25,9 +25,10 @@ log = Logger()
 class _Slot:
     """The holder of one upload's lock and the requests waiting for it."""
 
-    __slots__ = ("release_requested", "asked", "waiters")
+    __slots__ = ("upload_id", "release_requested", "asked", "waiters")
 
-    def __init__(self, release_requested: Callable[[], None]) -> None:
+    def __init__(self, upload_id: str, release_requested: Callable[[], None]) -> None:
+        self.upload_id = upload_id
         self.release_requested = release_requested
         self.asked = False
         self.waiters: deque[tuple[Deferred, Callable[[], None], Any]] = deque()
@@ -40,7 +41,7 @@ class _Slot:
             except Exception:
                 # A broken holder must not leave the asking request queued
                 # with nobody to hand it the lock.
-                log.failure("lock-release callback failed")
+                log.failure("upload {upload_id}: lock-release callback failed", upload_id=self.upload_id)
 
 
 @implementer(ILocker)
@@ -67,7 +68,7 @@ class MemoryLocker:
     def lock(self, upload_id: str, release_requested: Callable[[], None]) -> Deferred:
         slot = self._slots.get(upload_id)
         if slot is None:
-            self._slots[upload_id] = _Slot(release_requested)
+            self._slots[upload_id] = _Slot(upload_id, release_requested)
             return succeed(_MemoryLock(self, upload_id))
 
         def cancel(d: Deferred) -> None:

@@ -46,7 +46,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 

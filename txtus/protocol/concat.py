@@ -24,7 +24,8 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import Logger
+
+from txtus.logs import Logger
 
 from txtus import errors
 from txtus.info import UploadInfo

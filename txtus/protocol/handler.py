@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus.protocol import checksum, headers
 from txtus import errors

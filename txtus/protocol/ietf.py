@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from twisted.logger import Logger
+from txtus.logs import Logger
 
 from txtus.web import _twisted_private
 from txtus import errors

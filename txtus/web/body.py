@@ -56,10 +56,17 @@ UNUSED_BODY_LIMIT = 64 * 1024
 @implementer(IPushProducer)
 class StreamingBody:
     """
-    A request body arriving from the network.  Reading is paused from the
-    moment the headers end until a receiver is attached, so nothing piles
-    up while the upload is locked and looked up; after that, the receiver's
-    C{pauseProducing} pauses the socket.
+    A request body arriving from the network.  Until a receiver is
+    attached, at most one socket read of it is kept: the first bytes that
+    arrive before then pause reading, so nothing piles up while the upload
+    is locked and looked up; after that, the receiver's C{pauseProducing}
+    pauses the socket.
+
+    Reading is not paused as soon as the headers end: with the stores and
+    lockers that answer at once, the handler attaches its receiver while
+    the header block is still being parsed, and pausing then resuming the
+    socket for every request cost two C{epoll_ctl} calls and their Python
+    overhead on every small upload.
     """
 
     def __init__(self, request: Any, clock: Any, network_timeout: float, length: int | None,
@@ -90,7 +97,6 @@ class StreamingBody:
         # The body's watchdog (which knows when the store, not the client,
         # is the slow one) replaces the channel's idle timeout meanwhile.
         self._idle_timeout = _twisted_private.suspend_idle_timeout(request) if network_timeout else None
-        self._pause_reading()
 
     # Fed by TusRequest -------------------------------------------------
 
@@ -101,6 +107,7 @@ class StreamingBody:
             self._receiver(data)
         elif self.end is None:
             self._pending.append(data)
+            self._pause_reading()
 
     def chunk_announced(self, size: int) -> None:
         """

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.error import ConnectionLost
-from twisted.logger import Logger
+from txtus.logs import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers

@@ -38,8 +38,8 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail,
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+from txtus.logs import Logger
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
