@@ -23,8 +23,13 @@ from txtus.interfaces import (
     ITerminater,
     IUploadIdValidator,
     IUploadLister,
+    IUploadPlacer,
 )
+from txtus import errors
+from txtus.logs import Logger
 from txtus.protocol.headers import is_valid_upload_id
+
+log = Logger()
 
 
 def _require(interface: InterfaceClass, provider: Any) -> Any:
@@ -86,6 +91,28 @@ class StoreComposer:
             return bool(self.core.is_valid_upload_id(upload_id))
         return is_valid_upload_id(upload_id)
 
+    def check_placement(self, storage: dict[str, str]) -> dict[str, str]:
+        """
+        A pre-create hook's C{ChangeFileInfo.Storage}, checked by the core
+        store if it provides L{IUploadPlacer}: the placement to hand to
+        C{new_upload} in C{info.storage} (empty: nothing to place).
+
+        @raise txtus.errors.InvalidStorage: the store places no uploads, or
+            refuses this placement (logged here, with what was asked).
+        """
+        if not storage:
+            return {}
+        if not IUploadPlacer.providedBy(self.core):
+            log.error("a pre-create hook asked for storage {storage!r}, but {store} cannot place uploads",
+                      storage=_shown(storage), store=type(self.core).__name__)
+            raise errors.InvalidStorage(f"{type(self.core).__name__} cannot place uploads (ChangeFileInfo.Storage)")
+        try:
+            return dict(self.core.check_placement(storage))
+        except errors.InvalidStorage as e:
+            log.error("a pre-create hook asked for storage {storage!r}, refused: {reason}",
+                      storage=_shown(storage), reason=e.message)
+            raise
+
     def capabilities(self) -> str:
         """A one-line description for logs: which slots are filled, by what."""
         return ", ".join(f"{slot}={type(getattr(self, slot)).__name__}"
@@ -99,6 +126,11 @@ class StoreComposer:
             if part is not None and not any(part is seen for seen in found):
                 found.append(part)
         return found
+
+
+def _shown(storage: dict[str, str]) -> dict[str, str]:
+    """A hook's storage request, bounded for a log line."""
+    return {str(k)[:64]: str(v)[:256] for k, v in list(storage.items())[:8]}
 
 
 _SLOTS = ("core", "terminater", "concater", "length_deferrer", "reader", "locker", "lister", "stager",

@@ -105,6 +105,8 @@ InvalidRequest = _error("InvalidRequest", "ERR_INVALID_REQUEST", 400, "invalid r
 RequestRejected = _error("RequestRejected", "ERR_REQUEST_REJECTED", 403, "request has been rejected by server")
 HookFailed = _error("HookFailed", "ERR_HOOK_FAILED", 500, "a hook failed")
 HookTimeout = _error("HookTimeout", "ERR_HOOK_TIMEOUT", 500, "a hook did not answer in time")
+InvalidStorage = _error("InvalidStorage", "ERR_INVALID_STORAGE", 500, "the storage location chosen for this upload cannot be used")
+StorageTaken = _error("StorageTaken", "ERR_STORAGE_TAKEN", 409, "the storage location chosen for this upload is already in use")
 HookInvalidResponse = _error("HookInvalidResponse", "ERR_HOOK_INVALID_RESPONSE", 500, "a hook gave an invalid response")
 
 

@@ -204,6 +204,9 @@ class IDataStore(Interface):
         """
         Create an upload described by C{info} (a L{txtus.info.UploadInfo}
         whose C{id} may be empty, in which case the store generates one).
+        Its C{storage} is empty, unless the store provides
+        L{IUploadPlacer}: then it may hold what C{check_placement}
+        returned, and the upload must be placed there.
 
         @return: a Deferred firing with the new L{IUpload}.
         """
@@ -232,6 +235,34 @@ class IUploadIdValidator(Interface):
         method, so it must refuse anything that could step outside the
         store's namespace (path separators, dots, NULs).  Must be fast and
         must not raise.
+        """
+
+
+class IUploadPlacer(Interface):
+    """
+    Optional, on the core store: the capability to put a new upload where
+    a pre-create hook asks (tusd's C{ChangeFileInfo.Storage}: the file
+    store's C{Path}, the S3 store's C{Key}).  Without it, a hook asking
+    for a placement makes the creation fail (C{500 ERR_INVALID_STORAGE}),
+    never a silently ignored request.
+
+    The store records the placement in the upload's C{.info}
+    (C{UploadInfo.storage}) and finds the upload's bytes through it from
+    then on, in this process or another, after a restart.
+    """
+
+    def check_placement(storage: dict[str, str]) -> dict[str, str]:
+        """
+        Check a placement a hook asked for, before anything is created.
+        Synchronous and side-effect free: a location already taken is
+        found by C{new_upload}, which fails with C{StorageTaken}.
+
+        @return: the placement in the store's own form, which the server
+            puts in C{info.storage} for C{new_upload}; an empty dict if
+            C{storage} asks for nothing this store places.
+        @raise txtus.errors.InvalidStorage: a key the store does not know,
+            or a location outside the store's namespace (an absolute
+            path, C{..}, a name the store uses for itself).
         """
 
 

@@ -157,7 +157,7 @@ class TusHandler:
         created_hook = None
         if self.hooks.enabled(hook.PRE_CREATE):
             created_hook = await self.hooks.pre_create(request, info)
-        upload = await self.composer.core.new_upload(info)
+        upload = await self.new_upload(info)
         info = await upload.get_info()
         location = self.upload_url(request, info.id).encode("ascii")
         log.info("upload {upload_id} created (length {size})", upload_id=info.id,
@@ -182,6 +182,20 @@ class TusHandler:
             await self._finished(upload, info.id, request)
         self._add_expires(result, info, result.headers.get(b"upload-offset"))
         return _with_finish_hook(request, result)
+
+    def new_upload(self, info: UploadInfo) -> Any:
+        """
+        Create the upload C{info} describes, placed where a pre-create hook
+        asked (C{info.storage}) if it did: the core store checks the
+        placement first, or refuses it if it cannot place uploads.
+
+        @return: a Deferred firing with the new L{IUpload}.
+        """
+        try:
+            info.storage = self.composer.check_placement(info.storage)
+        except errors.TusError as e:
+            return defer.fail(e)
+        return self.composer.core.new_upload(info)
 
     def _expiry(self) -> float | None:
         if not self.config.expires_uploads:

@@ -115,7 +115,7 @@ class IetfDraftHandler:
         if hooks.enabled(hook.PRE_CREATE):
             # The hook's response is not merged: draft clients read 104s and 201s.
             await hooks.pre_create(request, info)
-        upload = await self.composer.core.new_upload(info)
+        upload = await self.tus.new_upload(info)
         info = await upload.get_info()
         hooks.notify(hook.POST_CREATE, request, info)
         location = self.tus.upload_url(request, info.id).encode("ascii")

@@ -20,6 +20,14 @@ files a crash left behind are removed when the store starts and on every
 listing (the expiration cleaner's sweep) once they are C{stale_after}
 seconds old.  Files are opened with C{O_NOFOLLOW}: a symlink planted in the
 directory is refused, never followed.
+
+A pre-create hook may place an upload's bytes elsewhere in the directory
+(C{ChangeFileInfo.Storage.Path}, as tusd's filestore; L{IUploadPlacer}): a
+relative path, its missing folders created beneath the directory without
+following any symlink.  The C{.info} stays at C{<dir>/<id>.info} and
+records the absolute path (C{Storage.Path}, tusd's field), which is how
+every later request, process and the cleaner find the bytes.  Unlike
+tusd, absolute paths and paths leaving the directory are refused.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from txtus.interfaces import (
     IUpload,
     IStagedChunkWriter,
     IUploadLister,
+    IUploadPlacer,
 )
 
 log = Logger()
@@ -63,6 +72,11 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _STAGED = ".staged"
 _COMMIT = ".commit"
 _TEMPORARY = ".tmp"
+# Names the store (and the file locker beside it) make for themselves: a
+# placed file must not end like one, or a sweep or a listing would take it
+# for one of theirs.
+_RESERVED_SUFFIXES = (".info", _STAGED, _COMMIT, _TEMPORARY, ".lock")
+_MAX_PLACEMENT = 1024
 
 
 def _open(path: str, flags: int, mode: int = 0o600) -> int:
@@ -78,13 +92,57 @@ def _regular_size(path: str) -> int:
     return status.st_size
 
 
+def _link_or_replace(source: str, target: str) -> None:
+    """
+    Give C{source} the name C{target} unless it exists: atomically with
+    C{link}, or, on a file system without hard links, by a check and a
+    rename (racy between processes, but still never over an upload seen).
+    """
+    try:
+        os.link(source, target)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "exists", target) from None
+        os.replace(source, target)
+
+
 def _storage_error(error: OSError) -> errors.TusError:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return errors.StorageFull()
     return errors.InternalServerError(f"storage error: {os.strerror(error.errno or 0)}")
 
 
-@implementer(IDataStore, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister, IChunkStager, IExpiryRenewer)
+def check_relative_path(path: Any) -> str:
+    """
+    A placement path: relative, normalised, inside the store directory,
+    naming nothing the store or its locker uses.
+
+    @raise txtus.errors.InvalidStorage: why not, for the operator's log.
+    """
+    if not isinstance(path, str) or not path:
+        raise errors.InvalidStorage("Storage.Path must be a non-empty relative path")
+    if len(path.encode("utf-8", "surrogatepass")) > _MAX_PLACEMENT:
+        raise errors.InvalidStorage(f"Storage.Path is longer than {_MAX_PLACEMENT} bytes")
+    if path.startswith("/"):
+        raise errors.InvalidStorage("Storage.Path must be relative to the upload directory, not absolute")
+    if "\0" in path or any(ord(c) < 0x20 or 0xd800 <= ord(c) < 0xe000 for c in path):
+        raise errors.InvalidStorage("Storage.Path must not contain control characters")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise errors.InvalidStorage("Storage.Path must be normalised: no empty, '.' or '..' parts")
+        if part.startswith("."):
+            raise errors.InvalidStorage("Storage.Path must not name hidden files or folders")
+        if len(part.encode("utf-8")) > 255:
+            raise errors.InvalidStorage("a name in Storage.Path is longer than 255 bytes")
+        if part.endswith(_RESERVED_SUFFIXES):
+            raise errors.InvalidStorage(f"a name in Storage.Path ends like the store's own files ({part[-8:]!r})")
+    return path
+
+
+@implementer(IDataStore, IUploadPlacer, ITerminater, IConcater, ILengthDeferrer, IReader, IUploadLister,
+             IChunkStager, IExpiryRenewer)
 class FileStore:
     """
     @param fsync: when to force bytes to stable storage: C{"finish"}
@@ -103,6 +161,7 @@ class FileStore:
         # Upload IDs are checked (no separators) before they reach a path:
         # concatenation is all os.path.join would do, at a fraction of its cost.
         self._prefix = os.path.join(self.path, "")
+        self._real_prefix = os.path.join(os.path.realpath(self.path), "")
         self.fsync = fsync
         self.file_mode = file_mode
         self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
@@ -130,16 +189,63 @@ class FileStore:
     def info_path(self, upload_id: str) -> str:
         return self._prefix + upload_id + ".info"
 
+    def placed_path(self, info: UploadInfo) -> str:
+        """
+        Where C{info}'s upload keeps its bytes: C{<dir>/<id>}, or the path
+        its C{.info} records (C{Storage.Path}) if a hook placed it.  A
+        recorded path is trusted only inside the directory: if the
+        directory was moved, the path is taken relative to where the
+        C{.info} was (C{Storage.InfoPath}); a path leaving the directory
+        (a damaged or foreign C{.info}) is refused.
+
+        @raise txtus.errors.UploadInfoCorrupt: a recorded path this store
+            must not use.
+        """
+        default = self._prefix + info.id
+        recorded = info.storage.get("Path") if info.storage else None
+        if not recorded or recorded == default:
+            return default
+        if recorded.startswith(self._prefix):
+            relative = recorded[len(self._prefix):]
+        else:
+            old = os.path.dirname(info.storage.get("InfoPath") or "")
+            if not old or not recorded.startswith(os.path.join(old, "")):
+                return self._unusable(info, recorded, "outside the upload directory")
+            relative = recorded[len(old) + 1:]
+            if relative == info.id:
+                return default
+        try:
+            check_relative_path(relative)
+        except errors.InvalidStorage as e:
+            return self._unusable(info, recorded, e.message)
+        path = self._prefix + relative
+        # A folder on the way replaced by a symlink since the upload was
+        # placed: refuse rather than follow it out of the directory.
+        if not os.path.join(os.path.realpath(os.path.dirname(path)), "").startswith(self._real_prefix):
+            return self._unusable(info, recorded, "a folder on the way is a symlink leaving the directory")
+        return path
+
+    def _unusable(self, info: UploadInfo, recorded: str, reason: str) -> str:
+        log.error("upload {upload_id}: its info file places it at {path!r}, which cannot be used: {reason}",
+                  upload_id=info.id, path=recorded[:300], reason=reason)
+        raise errors.UploadInfoCorrupt()
+
+    def data_file(self, upload_id: str) -> str:
+        """The data path of an upload known by its ID only (reads its C{.info} if it may be placed)."""
+        return self.placed_path(self.read_info(upload_id))
+
     def commit_path(self, upload_id: str) -> str:
         return self._prefix + upload_id + _COMMIT
 
-    def write_info(self, info: UploadInfo) -> None:
+    def write_info(self, info: UploadInfo, exclusive: bool = False) -> None:
         """
         Replace C{info}'s C{.info} file atomically, and cache what was
         written under the new file's key, sparing the next read a parse.
+
+        @param exclusive: fail with C{FileExistsError} if there is one.
         """
         self._info_cache.pop(info.id, None)
-        status = self._replace(self.info_path(info.id), info.to_json())
+        status = self._replace(self.info_path(info.id), info.to_json(), exclusive)
         self._cache_info(info.id, (status.st_ino, status.st_mtime_ns, status.st_size), info.copy())
 
     def _cache_info(self, upload_id: str, key: tuple[int, int, int], info: UploadInfo) -> None:
@@ -147,7 +253,7 @@ class FileStore:
             del self._info_cache[next(iter(self._info_cache))]
         self._info_cache[upload_id] = (key, info)
 
-    def _replace(self, final: str, content: bytes) -> os.stat_result:
+    def _replace(self, final: str, content: bytes, exclusive: bool = False) -> os.stat_result:
         """
         Replace C{final} with C{content} atomically (a temporary file, then
         a rename); unless C{fsync} is C{"never"}, durably: the file and
@@ -167,7 +273,15 @@ class FileStore:
             os.unlink(temporary)
             raise
         os.close(fd)
-        os.replace(temporary, final)
+        if exclusive:
+            # link() refuses an existing name, atomically.
+            try:
+                _link_or_replace(temporary, final)
+            finally:
+                if os.path.lexists(temporary):
+                    os.unlink(temporary)
+        else:
+            os.replace(temporary, final)
         self._sync_directory()
         return status
 
@@ -216,6 +330,66 @@ class FileStore:
         self._cache_info(upload_id, key, info)
         return info.copy()
 
+    # IUploadPlacer -----------------------------------------------------
+
+    def check_placement(self, storage: dict[str, str]) -> dict[str, str]:
+        unknown = set(storage) - {"Path", "Type", "InfoPath"}
+        if unknown:
+            raise errors.InvalidStorage(f"the file store places uploads by Storage.Path only, not {sorted(unknown)!r}")
+        if storage.get("Type", "filestore") != "filestore":
+            raise errors.InvalidStorage(f"Storage.Type {storage['Type'][:40]!r} is not this store's (filestore)")
+        if storage.get("InfoPath"):
+            raise errors.InvalidStorage("the .info file's place follows from the upload ID; set ChangeFileInfo.ID")
+        if not storage.get("Path"):
+            return {}
+        return {"Path": check_relative_path(storage["Path"])}
+
+    def _create_placed(self, relative: str) -> str:
+        """
+        Create the empty data file at C{relative}, making missing folders,
+        one name at a time from the directory, never through a symlink.
+
+        @return: its absolute path.
+        @raise txtus.errors.StorageTaken: something already has that name.
+        @raise OSError: the file system refused.
+        """
+        *folders, name = relative.split("/")
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for folder in folders:
+                try:
+                    os.mkdir(folder, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                try:
+                    inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | _NOFOLLOW, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise errors.StorageTaken("a name on the way in Storage.Path is not a folder") from None
+                    raise
+                os.close(fd)
+                fd = inner
+            try:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _NOFOLLOW,
+                                 self.file_mode, dir_fd=fd))
+            except FileExistsError:
+                raise errors.StorageTaken() from None
+            if self.fsync != "never":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self._prefix + relative
+
+    def _remove_placed_folders(self, path: str) -> None:
+        """Remove the folders a placed upload's file leaves empty, up to the directory."""
+        folder = os.path.dirname(path)
+        while folder.startswith(self._prefix):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
     # IDataStore --------------------------------------------------------
 
     def new_upload(self, info: UploadInfo) -> Deferred:
@@ -225,29 +399,48 @@ class FileStore:
         elif not is_valid_upload_id(info.id):
             return fail(errors.InternalServerError("invalid upload ID"))
         info.offset = 0
-        info.storage = {"Type": "filestore", "Path": self.data_path(info.id), "InfoPath": self.info_path(info.id)}
+        placement = info.storage.get("Path") if info.storage else None
         try:
-            fd = _open(self.data_path(info.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
-            os.close(fd)
+            if placement:
+                if os.path.lexists(self.info_path(info.id)):
+                    return fail(errors.StorageTaken("an upload with this ID exists"))
+                path = self._create_placed(check_relative_path(placement))
+            else:
+                path = self.data_path(info.id)
+                fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+                os.close(fd)
+        except errors.TusError as e:
+            return fail(e)
+        except FileExistsError:
+            # A pre-create hook chose the ID of an existing upload.
+            return fail(errors.StorageTaken("an upload with this ID exists"))
         except OSError as e:
             return fail(_storage_error(e))
+        info.storage = {"Type": "filestore", "Path": path, "InfoPath": self.info_path(info.id)}
         try:
-            self.write_info(info)
+            # Exclusive: the .info claims the ID (a placed upload has no
+            # <dir>/<id> to claim it; two processes, one hook-chosen ID).
+            self.write_info(info, exclusive=True)
         except OSError as e:
             # No .info, no upload (a full disk): do not leave its empty data
             # file behind, nameless to every listing.
             try:
-                os.unlink(self.data_path(info.id))
+                os.unlink(path)
             except OSError:
                 pass
+            if placement:
+                self._remove_placed_folders(path)
+            if isinstance(e, FileExistsError):
+                return fail(errors.StorageTaken("an upload with this ID exists"))
             return fail(_storage_error(e))
-        return succeed(FileUpload(self, info))
+        return succeed(FileUpload(self, info, path))
 
     def get_upload(self, upload_id: str) -> Deferred:
         if not is_valid_upload_id(upload_id):
             return fail(errors.UploadNotFound())
         try:
-            return succeed(FileUpload(self, self.read_info(upload_id)))
+            info = self.read_info(upload_id)
+            return succeed(FileUpload(self, info, self.placed_path(info)))
         except errors.TusError as e:
             return fail(e)
 
@@ -255,13 +448,15 @@ class FileStore:
 
     def terminate(self, upload: "FileUpload") -> Deferred:
         self._info_cache.pop(upload.id, None)
-        for path in (self.commit_path(upload.id), self.data_path(upload.id), self.info_path(upload.id)):
+        for path in (self.commit_path(upload.id), upload.path, self.info_path(upload.id)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
             except OSError as e:
                 return fail(_storage_error(e))
+        if upload.path != self.data_path(upload.id):
+            self._remove_placed_folders(upload.path)
         return succeed(None)
 
     def declare_length(self, upload: "FileUpload", length: int) -> Deferred:
@@ -294,13 +489,13 @@ class FileStore:
         """
         def copy():
             # Not O_APPEND: copy_file_range refuses appending targets.
-            with open(_open(self.data_path(final.id), os.O_RDWR), "r+b") as target:
+            with open(_open(final.path, os.O_RDWR), "r+b") as target:
                 # From the start: an earlier attempt cut short (a crash, a
                 # full disk) may have left a prefix behind.
                 target.truncate(0)
                 position = 0
                 for partial in partials:
-                    with open(_open(self.data_path(partial.id), os.O_RDONLY), "rb") as source:
+                    with open(_open(partial.path, os.O_RDONLY), "rb") as source:
                         size = os.fstat(source.fileno()).st_size
                         yield from _copy(source.fileno(), target.fileno(), 0, position, size)
                         position += size
@@ -316,7 +511,7 @@ class FileStore:
 
     def send_content(self, upload: "FileUpload", consumer: Any, start: int, length: int) -> Deferred:
         try:
-            f = open(_open(self.data_path(upload.id), os.O_RDONLY), "rb")
+            f = open(_open(upload.path, os.O_RDONLY), "rb")
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
         except OSError as e:
@@ -338,11 +533,11 @@ class FileStore:
         def opened(ignored: None) -> "FileStagedChunkWriter":
             staged = os.path.join(self.path, f"{upload.id}.{secrets.token_hex(8)}{_STAGED}")
             os.close(_open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode))
-            return FileStagedChunkWriter(self, upload.id, staged, offset)
+            return FileStagedChunkWriter(self, upload.id, upload.path, staged, offset)
 
         return upload.open_chunk(offset).addCallback(opened).addErrback(_as_tus_error)
 
-    def recover(self, upload_id: str) -> Deferred:
+    def recover(self, upload_id: str, path: str | None = None) -> Deferred:
         """
         Complete a staged commit a crash (or another process) left
         half-done for C{upload_id}, before anything counts its bytes.
@@ -350,9 +545,9 @@ class FileStore:
         """
         if not os.path.lexists(self.commit_path(upload_id)):
             return succeed(None)
-        return cooperate(self._apply_commit(upload_id)).whenDone().addCallback(lambda _: None)
+        return cooperate(self._apply_commit(upload_id, path)).whenDone().addCallback(lambda _: None)
 
-    def _apply_commit(self, upload_id: str) -> Iterator[None]:
+    def _apply_commit(self, upload_id: str, path: str | None = None) -> Iterator[None]:
         """
         Copy a verified staged chunk into place as its commit marker says.
         Idempotent (the bytes land at a fixed offset), so a second run,
@@ -368,7 +563,7 @@ class FileStore:
         except FileNotFoundError:
             return
         offset, length, name = _parse_marker(record)
-        target = _open(self.data_path(upload_id), os.O_WRONLY)
+        target = _open(path or self.data_file(upload_id), os.O_WRONLY)
         try:
             try:
                 source = _open(os.path.join(self.path, name), os.O_RDONLY)
@@ -419,9 +614,9 @@ class FileStore:
                     if now - os.lstat(path).st_mtime > self.stale_after:
                         if not os.path.lexists(self.commit_path(name.split(".", 1)[0])):
                             os.unlink(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, errors.UploadNotFound):
                 pass
-            except (OSError, ValueError):
+            except (OSError, ValueError, errors.TusError):
                 log.failure("could not clean up {name} in the upload directory", name=name)
 
 
@@ -472,16 +667,21 @@ def _copy_range(source: int, target: int, offset: int, target_offset: int, count
 
 @implementer(IUpload)
 class FileUpload:
-    def __init__(self, store: FileStore, info: UploadInfo) -> None:
+    """
+    @ivar path: where the upload's bytes are (L{FileStore.placed_path}).
+    """
+
+    def __init__(self, store: FileStore, info: UploadInfo, path: str | None = None) -> None:
         self.store = store
         self.info = info
         self.id = info.id
+        self.path = path or store.placed_path(info)
 
     def _size(self) -> Deferred:
         """The offset: the data file's size, once any interrupted commit is done."""
         def size(ignored: None) -> int:
             try:
-                return _regular_size(self.store.data_path(self.id))
+                return _regular_size(self.path)
             except FileNotFoundError:
                 raise errors.UploadNotFound() from None
 
@@ -492,7 +692,7 @@ class FileUpload:
                 log.failure("upload {upload_id}: its data file cannot be used", failure, upload_id=self.id)
             return _as_tus_error(failure)
 
-        return self.store.recover(self.id).addCallback(size).addErrback(unusable)
+        return self.store.recover(self.id, self.path).addCallback(size).addErrback(unusable)
 
     def get_info(self) -> Deferred:
         return self._size().addCallback(lambda offset: self.info.copy(offset=offset))
@@ -503,7 +703,7 @@ class FileUpload:
                 # Only possible if something wrote behind the lock's back;
                 # never append at the wrong place.
                 raise errors.MismatchedOffset(headers={"Upload-Offset": str(size)})
-            return FileChunkWriter(self.store.data_path(self.id), offset, self.store.fsync == "chunk")
+            return FileChunkWriter(self.path, offset, self.store.fsync == "chunk")
 
         return self._size().addCallback(opened)
 
@@ -514,7 +714,7 @@ class FileUpload:
         """
         try:
             if self.store.fsync != "never":
-                fd = _open(self.store.data_path(self.id), os.O_RDONLY)
+                fd = _open(self.path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
@@ -628,10 +828,11 @@ class FileStagedChunkWriter(FileChunkWriter):
     docstring), C{rollback} and C{abort} delete it.
     """
 
-    def __init__(self, store: FileStore, upload_id: str, staged: str, start: int) -> None:
+    def __init__(self, store: FileStore, upload_id: str, data: str, staged: str, start: int) -> None:
         super().__init__(staged, 0, store.fsync != "never")
         self._store = store
         self._id = upload_id
+        self._data = data
         self._offset = start
 
     def commit(self) -> Deferred:
@@ -644,7 +845,7 @@ class FileStagedChunkWriter(FileChunkWriter):
             self._discard()
             return fail(_storage_error(self._error))
         try:
-            if _regular_size(store.data_path(self._id)) != self._offset:
+            if _regular_size(self._data) != self._offset:
                 self._discard()
                 return fail(errors.InternalServerError("upload changed behind its lock during a staged chunk"))
             if length:
@@ -657,8 +858,8 @@ class FileStagedChunkWriter(FileChunkWriter):
             return fail(_storage_error(e))
         if not length:
             self._discard()
-        return store.recover(self._id).addCallback(
-            lambda _: _regular_size(store.data_path(self._id))).addErrback(_as_tus_error)
+        return store.recover(self._id, self._data).addCallback(
+            lambda _: _regular_size(self._data)).addErrback(_as_tus_error)
 
     def rollback(self) -> Deferred:
         closed = self._close()
