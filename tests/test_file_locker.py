@@ -72,9 +72,36 @@ def test_uncontended_lock_and_cleanup(one, clock, tmp_path):
     held(lock.unlock())  # twice is harmless
 
 
-def test_invalid_id_is_refused(one, tmp_path):
-    assert failure_of(one.lock("../x", Holder())).check(errors.UploadNotFound)
+def test_an_empty_id_is_refused(one, tmp_path):
+    assert failure_of(one.lock("", Holder())).check(errors.UploadNotFound)
     assert os.listdir(tmp_path) == [".txtus-stop"]
+
+
+S3_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0+" + "Zm9v.YmFy~LmJheg==_-" * 40
+
+
+@pytest.mark.parametrize("upload_id", [S3_ID, "../x", "a/b", "x" * 300, "ünï"])
+def test_any_id_is_locked_under_a_safe_name(one, other, clock, tmp_path, upload_id):
+    """S3 IDs (with '+', up to a kilobyte) and anything else the store accepts: named by digest."""
+    name = filelocker.lock_name(upload_id)
+    assert name.startswith("~") and len(name) == 65
+    holder = Holder()
+    lock = held(one.lock(upload_id, holder))
+    assert sorted(os.listdir(tmp_path)) == [".txtus-stop", name + ".lock"]
+    waiting = other.lock(upload_id, Holder())
+    assert os.listdir(tmp_path / ".txtus-stop") == [name]
+    clock.advance(0.5)
+    assert holder.asked == 1  # the stop request reached the holder
+    lock.unlock()
+    clock.advance(0.25)
+    held(waiting).unlock()
+    assert sorted(os.listdir(tmp_path)) == [".txtus-stop"]
+
+
+def test_plain_ids_keep_their_names(one, tmp_path):
+    """What earlier versions wrote, so processes of both kinds exclude each other."""
+    assert filelocker.lock_name("abc_DEF-123") == "abc_DEF-123"
+    held(one.lock("abc", Holder())).unlock()
 
 
 def test_in_process_contention_is_immediate(one, clock):

@@ -46,7 +46,8 @@ def test_s3_options_build_an_s3_store(aws_env):
     (["--s3-bucket", "no-such-bucket"], "S3 bucket 'no-such-bucket' does not exist"),
     (["--s3-part-size", "1MiB"], "--s3-part-size must be between 5MiB and 5GiB"),
     (["--s3-concurrency", "0"], "--s3-concurrency must be between 1 and 64"),
-    (["--locker", "file"], "--locker file"),
+    (["--locker", "file"], "--locker file with --s3-bucket needs --lock-dir"),
+    (["--locker", "memory", "--lock-dir", "/tmp"], "--lock-dir is for --locker file"),
 ])
 def test_bad_s3_options_are_one_line_errors(aws_env, args, message):
     base = ["--s3-bucket", aws_env.bucket, "--s3-endpoint", aws_env.endpoint]

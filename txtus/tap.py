@@ -75,7 +75,8 @@ class Options(usage.Options):
         ["fsync", None, "finish", "When to fsync upload data: never, finish (on completion) or chunk (every PATCH)."],
         ["acquire-lock-timeout", None, "20", "Seconds a request waits for an upload's lock."],
         ["lock-release-after", None, "0.5", "Seconds a PATCH's client must have been silent before another request for the upload interrupts it."],
-        ["locker", None, "memory", "Upload locks: memory (this process only), file (flock in --path: several processes sharing --path on one machine) or redis (processes on several machines; see --redis-url)."],
+        ["locker", None, "memory", "Upload locks: memory (this process only), file (flock in --lock-dir: several processes on one machine) or redis (processes on several machines; see --redis-url)."],
+        ["lock-dir", None, None, "Directory of the lock files of --locker file, shared by the processes; default --path (required with --s3-bucket)."],
         ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db]."],
         ["redis-lock-lease", None, "10", "Seconds an upload stays locked after the process holding it died (--locker redis); renewed every third of it while held."],
         ["redis-key-prefix", None, "txtus:", "Prefix of the Redis keys and channels of --locker redis (to share one Redis between deployments)."],
@@ -196,6 +197,15 @@ class Options(usage.Options):
             if metrics == "/" or metrics.startswith("/" + tus.strip("/") + "/") or metrics == "/" + tus.strip("/"):
                 raise usage.UsageError("--metrics-path must be a path of its own, not / nor under --base-path")
             self["metrics-path"] = metrics
+        if self["lock-dir"] is not None:
+            if self["locker"] != "file":
+                raise usage.UsageError("--lock-dir is for --locker file")
+            try:
+                os.makedirs(self["lock-dir"], exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--lock-dir {self['lock-dir']!r} is not a usable directory: {e.strerror or e}")
+            if not os.access(self["lock-dir"], os.W_OK | os.X_OK):
+                raise usage.UsageError(f"--lock-dir {self['lock-dir']!r} is not writable")
         if self["s3-bucket"] is not None:
             self._check_s3()
             return
@@ -207,8 +217,8 @@ class Options(usage.Options):
     def _check_s3(self) -> None:
         from txtus.stores.s3 import config as s3config
         from txtus.stores.s3.store import MIN_PART_SIZE
-        if self["locker"] == "file":
-            raise usage.UsageError("--locker file locks files in --path; with --s3-bucket use --locker memory (one process) or --locker redis (several)")
+        if self["locker"] == "file" and self["lock-dir"] is None:
+            raise usage.UsageError("--locker file with --s3-bucket needs --lock-dir, a directory all processes on this machine share (several machines: --locker redis)")
         try:
             self["s3-part-size"] = parse_size(self["s3-part-size"])
         except ValueError as e:
@@ -300,7 +310,7 @@ def build_config(options: Options, reactor: Any = None) -> TusConfig:
         RedisLocker(options["redis-url"], acquire_timeout=timeout, lease=options["redis-lock-lease"],
                     key_prefix=options["redis-key-prefix"], reactor=reactor).use_in(composer)
     else:
-        FileLocker(options["path"], acquire_timeout=timeout, reactor=reactor).use_in(composer)
+        FileLocker(options["lock-dir"] or options["path"], acquire_timeout=timeout, reactor=reactor).use_in(composer)
     return TusConfig(
         composer=composer,
         base_path=options["base-path"],

@@ -13,12 +13,19 @@ process holding locks looks for stop requests every C{holder_poll_interval}
 with one C{os.listdir} of that folder, whatever the number of locks it
 holds.  Every file operation is non-blocking (C{LOCK_NB}); waiting is done
 with timers, never by blocking the reactor.
+
+Files are named after the upload ID when it is a plain one
+(C{[A-Za-z0-9_-]}, as the file store's); any other ID the store accepts
+(the S3 store's C{<objectid>+<multipartid>}, up to a kilobyte long) is
+named by its SHA-256 instead (C{~<hex>.lock}), so the directory can hold
+the locks of processes sharing one bucket.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 from typing import Any, Callable
 
@@ -38,6 +45,18 @@ LOCK_SUFFIX = ".lock"
 # How often to retry at once when the lock file we locked was removed by
 # its previous holder meanwhile (a new one has to be locked instead).
 _REPLACED_RETRIES = 5
+_PLAIN_NAME_LIMIT = 200
+
+
+def lock_name(upload_id: str) -> str:
+    """
+    The file name standing for C{upload_id}: the ID itself when it is a
+    short plain one (what older versions used, so they interoperate), else
+    C{~} and its SHA-256 (C{~} never starts a plain ID).
+    """
+    if len(upload_id) <= _PLAIN_NAME_LIMIT and is_valid_upload_id(upload_id):
+        return upload_id
+    return "~" + hashlib.sha256(upload_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class FileLocker(CrossProcessLocker):
@@ -64,14 +83,14 @@ class FileLocker(CrossProcessLocker):
         self._poller: LoopingCall | None = None
 
     def lock_file(self, upload_id: str) -> str:
-        return os.path.join(self.path, upload_id + LOCK_SUFFIX)
+        return os.path.join(self.path, lock_name(upload_id) + LOCK_SUFFIX)
 
     def stop_file(self, upload_id: str) -> str:
-        return os.path.join(self.stop_path, upload_id)
+        return os.path.join(self.stop_path, lock_name(upload_id))
 
     def lock(self, upload_id: str, release_requested: Callable[[], None]) -> Deferred:
-        if not is_valid_upload_id(upload_id):
-            # IDs name files here; the server never passes an invalid one.
+        if not isinstance(upload_id, str) or not upload_id:
+            # The server passes only IDs its store accepted.
             return fail(errors.UploadNotFound())
         return super().lock(upload_id, release_requested)
 
@@ -168,8 +187,11 @@ class FileLocker(CrossProcessLocker):
         except OSError as e:
             log.warn("cannot read stop requests in {path}: {error}", path=self.stop_path, error=e.strerror)
             return
-        for upload_id in requested:
-            lock = self._held.get(upload_id)
+        if not requested:
+            return
+        held = {lock_name(upload_id): lock for upload_id, lock in self._held.items()}
+        for name in requested:
+            lock = held.get(name)
             if lock is not None:
                 lock.request_release()
 
@@ -189,4 +211,4 @@ class _FileLock(HeldLock):
     fd = -1
 
 
-__all__ = ["FileLocker"]
+__all__ = ["FileLocker", "lock_name"]
