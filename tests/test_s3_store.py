@@ -300,7 +300,7 @@ async def test_a_commit_cut_short_is_finished_by_the_next_reader(s3_store, s3_se
     writer = await store.open_staged_chunk(upload, MiB)
     await feed(writer, Producer(), pattern(MiB, MIN_PART_SIZE + 2 * MiB))
 
-    async def crash(upload_id, size):
+    async def crash(upload_id, size, key=None):
         raise RuntimeError("process killed after the staged object was completed")
 
     store.roll_forward = crash  # the staged object is completed, then the process dies

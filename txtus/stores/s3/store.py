@@ -12,6 +12,13 @@ under the configured prefix:
   - C{<objectid>}: the final object once the multipart upload completed
     (C{filetype} metadata becomes its Content-Type).
 
+A pre-create hook may name the final object (C{ChangeFileInfo.Storage.Key},
+L{IUploadPlacer}): a key under the prefix, which the multipart upload and
+the final object then use.  The C{.info}, C{.part} and staged objects stay
+at C{<objectid>...}, found from the ID alone; the C{.info} records the key
+(C{Storage.Key}, tusd's field), and every later request and process reads
+it from there.
+
 The offset is never written down: it is the sum of the multipart upload's
 parts (numbered 1, 2, ... without a gap) plus the C{.part} object, read
 from S3 on every request, so any process can answer for any upload after
@@ -58,6 +65,7 @@ from txtus.interfaces import (
     IUpload,
     IUploadIdValidator,
     IUploadLister,
+    IUploadPlacer,
 )
 from txtus.stores.s3.client import Part, S3Client, S3Error, S3Unavailable
 
@@ -70,6 +78,30 @@ DEFAULT_CONCURRENCY = 4
 _PARTS_MARKER = "x-amz-meta-txtus-parts"
 _OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
 _UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
+# What a placed key must not look like: the store's own objects.
+_OWN_NAMES = re.compile(r"\.(info|part)$|\.staged\.")
+_MAX_KEY = 1024  # bytes, S3's limit
+
+
+def check_key(key: Any, prefix: str) -> str:
+    """
+    A placement key (relative to C{prefix}): non-empty, within S3's
+    length, no control characters, no empty, C{.} or C{..} segments (some
+    S3 servers map keys to paths), nothing like the store's own objects.
+
+    @raise txtus.errors.InvalidStorage: why not.
+    """
+    if not isinstance(key, str) or not key:
+        raise errors.InvalidStorage("Storage.Key must be a non-empty key")
+    if len((prefix + key).encode("utf-8", "surrogatepass")) > _MAX_KEY:
+        raise errors.InvalidStorage(f"Storage.Key with the prefix is longer than {_MAX_KEY} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7f or 0xd800 <= ord(c) < 0xe000 for c in key):
+        raise errors.InvalidStorage("Storage.Key must not contain control characters")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise errors.InvalidStorage("Storage.Key must be relative to the prefix: no leading '/', no empty, '.' or '..' segments")
+    if _OWN_NAMES.search(key):
+        raise errors.InvalidStorage("Storage.Key must not end in .info or .part, nor contain .staged.")
+    return key
 
 
 def _storage_error(error: Exception) -> errors.TusError:
@@ -109,7 +141,7 @@ class _State:
         return sum(p.size for p in self.parts) + self.tail
 
 
-@implementer(IDataStore, IUploadIdValidator, IChunkStager, ITerminater, IConcater, ILengthDeferrer, IReader,
+@implementer(IDataStore, IUploadIdValidator, IUploadPlacer, IChunkStager, ITerminater, IConcater, ILengthDeferrer, IReader,
              IUploadLister, IExpiryRenewer)
 class S3Store:
     """
@@ -162,6 +194,40 @@ class S3Store:
     def staged_key(self, upload_id: str, after_parts: int) -> str:
         return f"{self.key(upload_id)}.staged.{after_parts}"
 
+    def object_key(self, info: UploadInfo) -> str:
+        """
+        The key of C{info}'s multipart upload and final object: the one its
+        C{.info} records if a hook placed it, else C{<prefix><objectid>}.
+
+        @raise txtus.errors.UploadInfoCorrupt: a recorded key outside the
+            prefix or against the placement rules (a damaged C{.info}).
+        """
+        default = self.key(info.id)
+        recorded = info.storage.get("Key") if info.storage else None
+        if not recorded or recorded == default:
+            return default
+        try:
+            if not recorded.startswith(self.prefix):
+                raise errors.InvalidStorage("outside the prefix")
+            check_key(recorded[len(self.prefix):], self.prefix)
+        except errors.InvalidStorage as e:
+            log.error("upload {upload_id}: its info object places it at {key!r}, which cannot be used: {reason}",
+                      upload_id=info.id, key=str(recorded)[:300], reason=e.message)
+            raise errors.UploadInfoCorrupt() from None
+        return recorded
+
+    def check_placement(self, storage: dict[str, str]) -> dict[str, str]:
+        unknown = set(storage) - {"Key", "Type", "Bucket"}
+        if unknown:
+            raise errors.InvalidStorage(f"the S3 store places uploads by Storage.Key only, not {sorted(unknown)!r}")
+        if storage.get("Type", "s3store") != "s3store":
+            raise errors.InvalidStorage(f"Storage.Type {storage['Type'][:40]!r} is not this store's (s3store)")
+        if storage.get("Bucket", self.client.bucket) != self.client.bucket:
+            raise errors.InvalidStorage("Storage.Bucket must be the configured bucket (or left out)")
+        if not storage.get("Key"):
+            return {}
+        return {"Key": self.prefix + check_key(storage["Key"], self.prefix)}
+
     def part_size_for(self, size: int | None) -> int:
         """The part size for an upload: larger parts when 10 000 would not hold it."""
         if size is None or size <= self.part_size * MAX_PARTS:
@@ -192,15 +258,17 @@ class S3Store:
     async def write_info(self, info: UploadInfo) -> None:
         await self.client.put_object(self.info_key(info.id), info.to_json(), {"Content-Type": "application/json"})
 
-    async def state(self, upload_id: str, size: int | None) -> _State:
+    async def state(self, upload_id: str, size: int | None, key: str | None = None) -> _State:
         """
         The parts without a gap from part 1, the valid C{.part}, or the final
         object's size once the multipart upload is completed.  A staged
         chunk whose commit was cut short is appended first.
-        """
-        return await self.roll_forward(upload_id, size)
 
-    async def roll_forward(self, upload_id: str, size: int | None) -> _State:
+        @param key: the upload's object key (L{object_key}), if placed.
+        """
+        return await self.roll_forward(upload_id, size, key)
+
+    async def roll_forward(self, upload_id: str, size: int | None, key: str | None = None) -> _State:
         """
         Append a committed staged chunk (C{<objectid>.staged.<k>}) to the
         upload, from wherever an earlier attempt stopped: the parts after
@@ -208,13 +276,14 @@ class S3Store:
         is a whole part or the C{.part}, so a crash at any point leaves
         this to be finished by the next reader.
         """
-        state = await self._state(upload_id)
+        key = key or self.key(upload_id)
+        state = await self._state(upload_id, key)
         staged = await self.client.list_objects(self.key(upload_id) + ".staged.")
         for item in staged:
             after = item.key.rsplit(".", 1)[1]
             if not after.isdigit() or int(after) > len(state.parts) or state.finished_size is not None:
                 continue
-            client, key, multipart = self.client, self.key(upload_id), self.multipart_id(upload_id)
+            client, multipart = self.client, self.multipart_id(upload_id)
             after_parts = int(after)
             base = sum(p.size for p in state.parts[:after_parts])
             position = sum(p.size for p in state.parts[after_parts:])
@@ -235,11 +304,10 @@ class S3Store:
             elif number - 1 > after_parts:
                 await client.delete_object(self.part_key(upload_id))
             await client.delete_object(item.key)
-            state = await self._state(upload_id)
+            state = await self._state(upload_id, key)
         return state
 
-    async def _state(self, upload_id: str) -> _State:
-        key = self.key(upload_id)
+    async def _state(self, upload_id: str, key: str) -> _State:
         try:
             listed = await self.client.list_parts(key, self.multipart_id(upload_id))
         except S3Error as e:
@@ -273,11 +341,23 @@ class S3Store:
         object_id = info.id.split("+", 1)[0] if info.id else secrets.token_hex(16)
         if not re.fullmatch(_OBJECT_ID, object_id):
             raise errors.InternalServerError("invalid upload ID")
-        multipart = await self.client.create_multipart_upload(self.prefix + object_id, _content_type(info))
+        key = self.prefix + object_id
+        placed = info.storage.get("Key") if info.storage else None
+        if placed:
+            # What check_placement returned: the full key, under the prefix.
+            if not placed.startswith(self.prefix):
+                raise errors.InvalidStorage("Storage.Key must be under the store's prefix")
+            key = self.prefix + check_key(placed[len(self.prefix):], self.prefix)
+            # A finished object is never overwritten.  (Two uploads placed
+            # at one key at once are not seen: the last to finish wins, so
+            # hooks should make keys unique, as tusd's docs advise.)
+            if await self.client.head_object(key) is not None:
+                raise errors.StorageTaken()
+        multipart = await self.client.create_multipart_upload(key, _content_type(info))
         info.id = f"{object_id}+{multipart}"
-        info.storage = {"Type": "s3store", "Bucket": self.client.bucket, "Key": self.key(info.id)}
+        info.storage = {"Type": "s3store", "Bucket": self.client.bucket, "Key": key}
         await self.write_info(info)
-        return S3Upload(self, info)
+        return S3Upload(self, info, key)
 
     def get_upload(self, upload_id: str) -> Deferred:
         if not self.is_valid_upload_id(upload_id):
@@ -285,7 +365,8 @@ class S3Store:
         return _deferred(self._get_upload(upload_id))
 
     async def _get_upload(self, upload_id: str) -> "S3Upload":
-        return S3Upload(self, await self.read_info(upload_id))
+        info = await self.read_info(upload_id)
+        return S3Upload(self, info, self.object_key(info))
 
     # Extensions ----------------------------------------------------------
 
@@ -296,10 +377,9 @@ class S3Store:
         return _deferred(self._terminate(upload))
 
     async def _terminate(self, upload: "S3Upload") -> None:
-        await self.client.abort_multipart_upload(self.key(upload.id), self.multipart_id(upload.id))
+        await self.client.abort_multipart_upload(upload.key, self.multipart_id(upload.id))
         staged = [o.key for o in await self.client.list_objects(self.key(upload.id) + ".staged.")]
-        await self.client.delete_objects([self.key(upload.id), self.part_key(upload.id), *staged,
-                                          self.info_key(upload.id)])
+        await self.client.delete_objects([upload.key, self.part_key(upload.id), *staged, self.info_key(upload.id)])
 
     def declare_length(self, upload: "S3Upload", length: int) -> Deferred:
         return _deferred(self._declare_length(upload, length))
@@ -341,7 +421,7 @@ class S3Store:
         return _deferred(self._send_content(upload, consumer, start, length))
 
     async def _send_content(self, upload: "S3Upload", consumer: IConsumer, start: int, length: int) -> None:
-        state = await self.state(upload.id, upload.info.size)
+        state = await self.state(upload.id, upload.info.size, upload.key)
         if state.finished_size is None:
             if length == 0:
                 return
@@ -350,7 +430,7 @@ class S3Store:
             raise errors.IncompleteUpload()
         if length == 0:
             return
-        response = await self.client.open_object(self.key(upload.id), start, start + length)
+        response = await self.client.open_object(upload.key, start, start + length)
         relay = _Relay(consumer)
         response.deliverBody(relay)
         await relay.done
@@ -369,10 +449,10 @@ class S3Store:
             if await self._concat_server_side(final, partials, sizes):
                 return
         # Copy-through: each partial's object streamed into the final's parts.
-        writer = S3ChunkWriter(self, final.id, [], b"", final.info.size)
+        writer = S3ChunkWriter(self, final.id, [], b"", final.info.size, final.key)
         for partial, size in zip(partials, sizes):
             if size:
-                response = await self.client.open_object(self.key(partial.id), 0, size)
+                response = await self.client.open_object(partial.key, 0, size)
                 relay = _Relay(writer)
                 response.deliverBody(relay)
                 await relay.done
@@ -386,14 +466,14 @@ class S3Store:
         copy (rclone answers with an empty part) leaves a part that cannot
         be replaced.  @return: False if the server cannot copy.
         """
-        key = self.key(final.id)
+        key = final.key
         fresh = await self.client.create_multipart_upload(key, _content_type(final.info))
         parts: list[Part] = []
         try:
             for partial, size in zip(partials, sizes):
                 for start in range(0, size, 5 * 1024 ** 3):
                     end = min(size, start + 5 * 1024 ** 3)
-                    etag = await self.client.upload_part_copy(key, fresh, len(parts) + 1, self.key(partial.id), start, end)
+                    etag = await self.client.upload_part_copy(key, fresh, len(parts) + 1, partial.key, start, end)
                     parts.append(Part(len(parts) + 1, end - start, etag))
         except S3Error as e:
             await self.client.abort_multipart_upload(key, fresh)
@@ -418,16 +498,22 @@ def _content_type(info: UploadInfo) -> dict[str, str]:
 
 @implementer(IUpload)
 class S3Upload:
-    def __init__(self, store: S3Store, info: UploadInfo) -> None:
+    """
+    @ivar key: the key of its multipart upload and final object
+        (L{S3Store.object_key}).
+    """
+
+    def __init__(self, store: S3Store, info: UploadInfo, key: str | None = None) -> None:
         self.store = store
         self.info = info
         self.id = info.id
+        self.key = key or store.object_key(info)
 
     def get_info(self) -> Deferred:
         return _deferred(self._get_info())
 
     async def _get_info(self) -> UploadInfo:
-        state = await self.store.state(self.id, self.info.size)
+        state = await self.store.state(self.id, self.info.size, self.key)
         # Completed multipart upload = finish() done (IUpload.get_info).
         return self.info.copy(offset=state.offset, finished=state.finished_size is not None)
 
@@ -436,14 +522,14 @@ class S3Upload:
 
     async def _open_chunk(self, offset: int, staged: bool = False) -> "S3ChunkWriter":
         store = self.store
-        state = await store.state(self.id, self.info.size)
+        state = await store.state(self.id, self.info.size, self.key)
         if state.offset != offset or state.finished_size is not None:
             raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset)})
         tail = await store.client.get_object(store.part_key(self.id)) if state.tail else b""
         if len(tail) != state.tail:
             raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset - state.tail)})
         kind = S3StagedChunkWriter if staged else S3ChunkWriter
-        return kind(store, self.id, state.parts, tail, self.info.size)
+        return kind(store, self.id, state.parts, tail, self.info.size, self.key)
 
     def finish(self) -> Deferred:
         return _deferred(self._finish())
@@ -455,8 +541,8 @@ class S3Upload:
         left as it is.
         """
         store, client = self.store, self.store.client
-        key, multipart = store.key(self.id), store.multipart_id(self.id)
-        state = await store.state(self.id, self.info.size)
+        key, multipart = self.key, store.multipart_id(self.id)
+        state = await store.state(self.id, self.info.size, key)
         if state.finished_size is not None:
             return
         parts = list(state.parts)
@@ -491,11 +577,13 @@ class S3ChunkWriter:
     confirmed without a gap.
     """
 
-    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None) -> None:
+    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None,
+                 key: str | None = None) -> None:
         self._store = store
         self._client = store.client
         self._id = upload_id
-        self._key = store.key(upload_id)
+        # The upload's object key (a staged writer's own key replaces it).
+        self._object_key = self._key = key or store.key(upload_id)
         self._multipart = store.multipart_id(upload_id)
         self._part_size = store.part_size_for(size)
         self._size = size
@@ -609,7 +697,7 @@ class S3ChunkWriter:
         offset = sum(p.size for p in parts)
         complete = self._size is not None and offset + size >= self._size
         if size and (complete or size >= MIN_PART_SIZE):
-            await client.upload_part(store.key(self._id), store.multipart_id(self._id), len(parts) + 1, rest)
+            await client.upload_part(self._object_key, store.multipart_id(self._id), len(parts) + 1, rest)
             await client.delete_object(store.part_key(self._id))
             return offset + size
         if size and (uploaded or self._written > self._start):
@@ -652,8 +740,9 @@ class S3StagedChunkWriter(S3ChunkWriter):
     C{abort} abort the staging upload.
     """
 
-    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None) -> None:
-        super().__init__(store, upload_id, [], tail, size)
+    def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None,
+                 key: str | None = None) -> None:
+        super().__init__(store, upload_id, [], tail, size, key)
         self._main_parts = parts
         self._start = sum(p.size for p in parts) + len(tail)
         self._written = self._start
@@ -678,7 +767,7 @@ class S3StagedChunkWriter(S3ChunkWriter):
             etag = await self._put(len(parts) + 1, self._pieces)
             parts.append(Part(len(parts) + 1, self._filled, etag))
         await self._client.complete_multipart_upload(self._key, self._multipart, parts)
-        return (await self._store.roll_forward(self._id, self._size)).offset
+        return (await self._store.roll_forward(self._id, self._size, self._object_key)).offset
 
     async def _discard(self) -> None:
         await self._settle()
