@@ -180,3 +180,103 @@ def test_refused_body_over_http2_ends_only_its_stream(tmp_path, certificate):
         server.assert_clean_log()
     finally:
         server.stop()
+
+
+# Trailers and interim responses over HTTP/2 --------------------------------
+
+def h2_exchange(port: int, cert_file: Path, headers: list[tuple[str, str]], body: bytes = b"",
+                trailers: list[tuple[str, str]] | None = None) -> tuple[list[dict], dict, bytes]:
+    """
+    One request on a fresh HTTP/2 connection with the h2 library (httpx
+    cannot send trailers nor show 1xx): the interim responses' headers,
+    the final response's headers, its body.
+    """
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    tls = ssl.create_default_context(cafile=str(cert_file))
+    tls.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=faultkit.WAIT)
+    with tls.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        request = [(":method", "PATCH" if body or trailers else "POST"), (":scheme", "https"),
+                   (":authority", f"127.0.0.1:{port}"), *headers]
+        conn.send_headers(stream, request, end_stream=not body and not trailers)
+        if body:
+            conn.send_data(stream, body, end_stream=not trailers)
+        if trailers:
+            conn.send_headers(stream, trailers, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        interim: list[dict] = []
+        final: dict = {}
+        received = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.InformationalResponseReceived):
+                    interim.append(dict(event.headers))
+                elif isinstance(event, h2.events.ResponseReceived):
+                    final = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    received += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    sock.sendall(conn.data_to_send())
+                    return interim, final, received
+            sock.sendall(conn.data_to_send())
+    raise AssertionError("the connection closed before the response ended")
+
+
+@pytest.fixture
+def h2_server(tmp_path, certificate):
+    server = faultkit.TwistProcess(tmp_path / "uploads", tmp_path, "--port", tls_port(*certificate))
+    port = faultkit.wait_until(lambda: server.ports()[1:], "the TLS port")[0]
+    yield server, port, certificate[1]
+    server.stop()
+
+
+def test_checksum_trailer_over_http2(h2_server):
+    import base64
+    import hashlib
+    server, port, cert_file = h2_server
+    upload_id = faultkit.create(server.port, 10)
+    path = f"/files/{upload_id}"
+    base = [(":path", path), ("tus-resumable", "1.0.0"), ("content-type", OCTET), ("trailer", "Upload-Checksum")]
+
+    def digest(data: bytes) -> str:
+        return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+    _, final, body = h2_exchange(port, cert_file, [*base, ("upload-offset", "0")], b"hello",
+                                 [("upload-checksum", digest(b"wrong"))])
+    assert final[":status"] == "460", body
+    _, final, body = h2_exchange(port, cert_file, [*base, ("upload-offset", "0")], b"hello",
+                                 [("upload-checksum", digest(b"hello"))])
+    assert final[":status"] == "204" and final["upload-offset"] == "5", body
+    # Announced but never sent: a clear 400, the chunk not kept.
+    _, final, body = h2_exchange(port, cert_file, [*base, ("upload-offset", "5")], b"world")
+    assert final[":status"] == "400", body
+    assert faultkit.head(server.port, upload_id).offset == 5
+    assert server.stored(upload_id) == b"hello"
+    server.assert_clean_log()
+
+
+def test_ietf_draft_104_over_http2(h2_server):
+    server, port, cert_file = h2_server
+    interim, final, body = h2_exchange(port, cert_file, [
+        (":path", "/files/"), ("upload-draft-interop-version", "6"), ("upload-complete", "?1"),
+        ("content-type", "application/octet-stream")], b"hello h2")
+    assert [i[":status"] for i in interim] == ["104"]
+    location = interim[0]["location"]
+    assert interim[0]["upload-draft-interop-version"] == "6"
+    assert final[":status"] == "201", body
+    assert final["location"] == location
+    assert server.stored(location.rsplit("/", 1)[1]) == b"hello h2"
+    server.assert_clean_log()

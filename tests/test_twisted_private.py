@@ -387,3 +387,48 @@ def test_h2_private_names_used_still_exist():
     stream, _, _ = _h2_stream([(b":method", b"GET"), (b":path", b"/")])
     assert stream._conn is not None and stream.streamID == 1
     assert list(stream._inboundDataBuffer) == []
+
+
+def test_h2_names_for_trailers_and_interim_responses_still_exist():
+    """What watch_protocol_switch, received_trailers and write_informational rely on."""
+    from h2.events import TrailersReceived  # noqa: F401
+    from h2.exceptions import ProtocolError, StreamClosedError
+    from twisted.web._http2 import H2Connection
+    from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+
+    protocol = _GenericHTTPChannelProtocol(HTTPChannel())
+    assert protocol._negotiatedProtocol is None and isinstance(protocol._channel, HTTPChannel)
+    connection = H2Connection(Clock())
+    assert callable(connection.conn.receive_data) and callable(connection.conn.send_headers)
+    assert isinstance(connection.streams, dict)
+    assert issubclass(StreamClosedError, ProtocolError)
+
+
+def test_watch_protocol_switch_keeps_http11_working():
+    from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+
+    class Hello(http.Request):
+        def process(self) -> None:
+            self.write(b"hello")
+            self.finish()
+
+    protocol = _GenericHTTPChannelProtocol(HTTPChannel())
+    protocol.requestFactory = Hello
+    _twisted_private.watch_protocol_switch(protocol)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert protocol._negotiatedProtocol == b"http/1.1"
+    assert "dataReceived" not in vars(protocol)  # the wrapper steps aside after the first read
+    assert transport.value().startswith(b"HTTP/1.1 200") and transport.value().endswith(b"hello\r\n0\r\n\r\n")
+
+
+def test_received_trailers_of_an_h2_stream():
+    stream, connection, _ = _h2_stream([(b":method", b"PATCH"), (b":path", b"/files/x")])
+    request = stream._request
+    _twisted_private.capture_trailers(request)
+    connection._txtus_trailers = {1: [(b"upload-checksum", b"sha1 abc")], 3: [(b"x", b"y")]}
+    assert request.trailers.getRawHeaders(b"upload-checksum") is None
+    trailers = _twisted_private.received_trailers(request)
+    assert trailers.getRawHeaders(b"upload-checksum") == [b"sha1 abc"]
+    assert connection._txtus_trailers == {3: [(b"x", b"y")]}

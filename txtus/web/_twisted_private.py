@@ -13,6 +13,17 @@ Why each is needed:
     and up) and streams what follows as data; the size must be checked
     before a byte of the chunk reaches the store.
   - Twisted has no public API for 1xx responses other than 100-continue.
+    On HTTP/2 the stream's connection sends them through h2 (which allows
+    any number of 1xx HEADERS before the final one), as Twisted's own
+    C{_send100Continue} does.
+  - On HTTP/2, Twisted's connection ignores h2's C{TrailersReceived}
+    event: a request's trailers are dropped.  They are caught as h2
+    reports them (the connection's C{receive_data} wrapped) and kept by
+    stream until the request ends (L{received_trailers}): a small request
+    arrives whole in one read, its trailers reported before Twisted has
+    even created its stream.  The wrapper must be in place before the
+    first byte, so it is installed when Twisted's ALPN switch creates the
+    C{H2Connection} (L{watch_protocol_switch}).
   - The channel's idle timeout must not cut a body paused by a slow store,
     yet must come back for the response; twisted.web keeps it in a private
     attribute while a request is processed.
@@ -177,6 +188,10 @@ def capture_trailers(request: Any) -> None:
     C{request.trailers} (a L{Headers}) just before the body ends.
     """
     request.trailers = Headers()
+    if _h2_stream(request) is not None:
+        # Kept by the connection (watch_protocol_switch), collected by
+        # received_trailers.
+        return
     decoder = getattr(_channel(request), "_transferDecoder", None)
     if decoder is None or not hasattr(decoder, "_trailerHeaders"):
         return
@@ -190,6 +205,84 @@ def capture_trailers(request: Any) -> None:
         finish(rest)
 
     decoder.finishCallback = keep_trailers
+
+
+def watch_protocol_switch(protocol: Any) -> None:
+    """
+    For a protocol a twisted.web site built (C{_GenericHTTPChannelProtocol},
+    which picks HTTP/1.1 or HTTP/2 by ALPN on its first bytes): once it
+    picked HTTP/2, and before the connection sees a byte, make it keep
+    request trailers (L{_catch_h2_trailers}).
+    """
+    original = getattr(protocol, "dataReceived", None)
+    if original is None or not hasattr(protocol, "_negotiatedProtocol") or not hasattr(protocol, "_channel"):
+        return
+
+    def data_received(data: bytes) -> Any:
+        if protocol._negotiatedProtocol is None:
+            # Twisted chooses (and creates the H2Connection) on the first
+            # call; an empty one makes it choose with nothing to parse.
+            original(b"")
+            del protocol.dataReceived
+            if protocol._negotiatedProtocol == b"h2":
+                _catch_h2_trailers(protocol._channel)
+        return original(data)
+
+    protocol.dataReceived = data_received
+
+
+_KEPT_TRAILERS = 64  # per connection, for requests that never collect theirs
+
+
+def _catch_h2_trailers(connection: Any) -> None:
+    """
+    Make C{connection} (an C{H2Connection}) keep the trailers h2 reports,
+    by stream ID, in C{connection._txtus_trailers} until
+    L{received_trailers} collects them.  h2 reports them from
+    C{receive_data}, before Twisted handles the batch's events (the
+    stream's creation among them, and the C{StreamEnded} that completes
+    its request).
+    """
+    h2_connection = getattr(connection, "conn", None)
+    receive = getattr(h2_connection, "receive_data", None)
+    if receive is None or getattr(receive, "_txtus_trailers", False):
+        return
+    from h2.events import TrailersReceived
+    kept: dict[int, list[tuple[bytes, bytes]]] = {}
+    connection._txtus_trailers = kept
+
+    def receive_data(data: bytes) -> Any:
+        events = receive(data)
+        for event in events:
+            if isinstance(event, TrailersReceived):
+                if len(kept) >= _KEPT_TRAILERS:
+                    del kept[next(iter(kept))]
+                kept[event.stream_id] = [(_as_bytes(n), _as_bytes(v)) for n, v in event.headers]
+        return events
+
+    receive_data._txtus_trailers = True  # type: ignore[attr-defined]
+    h2_connection.receive_data = receive_data
+
+
+def received_trailers(request: Any) -> Headers:
+    """
+    The trailer fields of a request whose body just ended (call it from
+    C{requestReceived}): C{request.trailers} as L{capture_trailers} set it
+    up, with those an HTTP/2 connection kept for its stream added.
+    """
+    trailers = getattr(request, "trailers", None)
+    if trailers is None:
+        trailers = request.trailers = Headers()
+    stream = _h2_stream(request)
+    kept = getattr(getattr(stream, "_conn", None), "_txtus_trailers", None)
+    if kept:
+        for name, value in kept.pop(stream.streamID, ()):
+            trailers.addRawHeader(name, value)
+    return trailers
+
+
+def _as_bytes(text: Any) -> bytes:
+    return text if isinstance(text, bytes) else str(text).encode("latin-1")
 
 
 def watch_chunk_sizes(request: Any, announced: Callable[[int], None]) -> None:
@@ -216,7 +309,8 @@ def watch_chunk_sizes(request: Any, announced: Callable[[int], None]) -> None:
 
 def write_informational(request: Any, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
     """
-    Send an interim (1xx) response ahead of the final one on HTTP/1.1.
+    Send an interim (1xx) response ahead of the final one, on HTTP/1.1 or
+    HTTP/2.
 
     @return: whether it was sent (not on other protocols, nor after the
         final response started).
@@ -225,8 +319,20 @@ def write_informational(request: Any, code: int, reason: bytes, headers: list[tu
     if channel is None or request.startedWriting:
         return False
     stream = _h2_stream(request)
-    if stream is not None and code == 100:
-        stream._send100Continue()
+    if stream is not None:
+        if code == 100:
+            stream._send100Continue()
+            return True
+        from h2.exceptions import ProtocolError
+        connection = stream._conn
+        fields = [(b":status", b"%d" % code)] + [(name.lower(), value) for name, value in headers]
+        try:
+            # As Twisted's _send100Continue, which may also run while the
+            # stream is being created (not yet in connection.streams).
+            connection.conn.send_headers(stream_id=stream.streamID, headers=fields)
+        except ProtocolError:  # the stream was reset or closed meanwhile
+            return False
+        connection._tryToWriteControlData()
         return True
     if getattr(channel, "_version", request.clientproto) != b"HTTP/1.1":
         return False

@@ -19,7 +19,6 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.web import server
-from twisted.web.http_headers import Headers
 
 from txtus import errors
 from txtus.web import _twisted_private
@@ -128,7 +127,7 @@ class TusRequest(server.Request):
         if self._length_pending is not None:
             self._choose_body(*self._length_pending)
         if self._tus_body is not None:
-            self._tus_body.ended(getattr(self, "trailers", Headers()))
+            self._tus_body.ended(_twisted_private.received_trailers(self))
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason: Any) -> None:
@@ -237,6 +236,7 @@ class TusSite(server.Site):
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
         if protocol is not None:
+            _twisted_private.watch_protocol_switch(protocol)
             self.connections.add(protocol)
             lost = protocol.connectionLost
 
