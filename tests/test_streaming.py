@@ -595,6 +595,34 @@ def test_header_deadline_ends_with_the_headers(server: Server) -> None:
     assert not connection.transport.disconnecting
 
 
+
+def test_each_request_gets_its_own_header_deadline(server: Server) -> None:
+    """
+    One timer serves all requests: the first one's deadline passes without
+    cutting anyone, and each later request is cut at its own deadline.
+    """
+    early = server.connect()
+    early.send(b"OPTIONS /files/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert early.responses()[0][0] == 200
+    server.clock.advance(30)
+    late = server.connect()
+    late.send(b"OPTIONS /files/ HTTP/1.1\r\n")
+    slower = None
+    for second in range(59):
+        late.send(b"X")
+        if second == 9:
+            slower = server.connect()  # begins 9 s after the late one
+            slower.send(b"OPTIONS /files/ HTTP/1.1\r\n")
+        server.clock.advance(1)
+    assert not late.transport.disconnecting
+    server.clock.advance(1)
+    assert late.transport.disconnecting and not slower.transport.disconnecting
+    server.clock.advance(8.5)
+    assert not slower.transport.disconnecting
+    server.clock.advance(0.5)
+    assert slower.transport.disconnecting
+
+
 # Lock release for silent holders only (lock_release_after = 0.5 s) -----------
 
 

@@ -34,7 +34,8 @@ class TusRequest(server.Request):
     """A request whose body can be streamed to the resource it is for."""
 
     _tus_body: Any = None
-    _header_deadline: Any = None
+    # When this request's header block began, while it is incomplete.
+    headers_since: float | None = None
     _refused = False
     _length_pending: tuple[int | None] | None = None
     _tus_site: Any = None
@@ -45,23 +46,22 @@ class TusRequest(server.Request):
         if isinstance(site, TusSite):
             self._tus_site = site
             site.in_flight.add(self)
-        # twisted.web's idle timeout restarts with every byte, so headers
-        # trickled a byte at a time would hold the connection for ever: the
-        # header block gets a deadline of its own, from the request line on.
-        timeout = getattr(site, "header_timeout", None)
-        if timeout:
-            self._header_deadline = site.reactor.callLater(timeout, self._headers_too_slow)
+            # twisted.web's idle timeout restarts with every byte, so headers
+            # trickled a byte at a time would hold the connection for ever:
+            # the header block gets a deadline of its own, from the request
+            # line on, which the site enforces for all its requests at once.
+            if site.header_timeout:
+                self.headers_since = site.reactor.seconds()
+                site.watch_header_deadlines()
 
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
+    def headers_too_slow(self) -> None:
+        self.headers_since = None
         transport = getattr(getattr(self, "channel", None), "transport", None)
         if transport is not None:
             transport.loseConnection()
 
     def _headers_done(self) -> None:
-        deadline, self._header_deadline = self._header_deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
+        self.headers_since = None
 
     def gotLength(self, length: int | None) -> None:
         self._headers_done()
@@ -228,6 +228,7 @@ class TusSite(server.Site):
         self.connections: set[Any] = set()
         self.draining = False
         self._waiting: list[tuple[set[Any], Deferred]] = []
+        self._header_sweep: Any = None
 
     @property
     def open_connections(self) -> int:
@@ -249,6 +250,33 @@ class TusSite(server.Site):
 
     def request_gone(self, request: TusRequest) -> None:
         self._forget(self.in_flight, request)
+
+    def watch_header_deadlines(self) -> None:
+        """
+        Make sure a header block that is still incomplete
+        C{header_timeout} seconds after its request line is cut.  One timer
+        serves every request: it fires at the earliest deadline and then
+        sets itself for the next, so a request costs no timer of its own
+        (one each cost about a tenth of a small upload's tus overhead).
+        """
+        if self._header_sweep is None:
+            self._header_sweep = self.reactor.callLater(self.header_timeout, self._cut_slow_headers)
+
+    def _cut_slow_headers(self) -> None:
+        self._header_sweep = None
+        now = self.reactor.seconds()
+        earliest = None
+        for request in list(self.in_flight):
+            since = request.headers_since
+            if since is None:
+                continue
+            if now - since >= self.header_timeout:
+                request.headers_too_slow()
+            elif earliest is None or since < earliest:
+                earliest = since
+        if earliest is not None:
+            self._header_sweep = self.reactor.callLater(earliest + self.header_timeout - now,
+                                                        self._cut_slow_headers)
 
     def stop_bodies(self, why: Any) -> int:
         """
