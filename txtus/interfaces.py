@@ -514,11 +514,34 @@ class IMetrics(Interface):
         site at start-up, read whenever the metrics are collected.
         """
 
+    def upload_created() -> None:
+        """An upload was created."""
+
+    def upload_finished() -> None:
+        """An upload received its last byte and was finished by its store."""
+
+    def upload_terminated() -> None:
+        """An upload was terminated by a client (C{DELETE})."""
+
+    def chunk_began() -> None:
+        """A request body began streaming into a chunk writer."""
+
+    def chunk_ended(stored: int) -> None:
+        """
+        A chunk writer that L{chunk_began} was committed, rolled back or
+        aborted, having added C{stored} bytes to its upload.
+        """
+
+    def store_operation(operation: str, seconds: float) -> None:
+        """
+        A store or locker C{operation} (C{"commit"}, C{"get_info"}, ...)
+        took C{seconds}.
+        """
+
     def instrument(composer):
         """
         @return: a L{txtus.composer.StoreComposer} to use instead of
-            C{composer}: the same stores, possibly wrapped to report store
-            operations, uploads created, finished and terminated, bodies
-            being stored and bytes stored.  The wrappers provide the same
+            C{composer}: the same stores, possibly wrapped to time their
+            operations (L{store_operation}).  The wrappers provide the same
             interfaces as what they wrap.
         """

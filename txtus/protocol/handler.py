@@ -10,6 +10,7 @@ bodies.  Storage is reached only through the composer's interfaces.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -94,7 +95,9 @@ class TusHandler:
 
     def __init__(self, config: TusConfig) -> None:
         self.config = config
-        # Metrics see store operations through the composer the verbs use.
+        # Metrics time store operations through the composer the verbs use;
+        # the rest they are told where it happens.
+        self.metrics = config.metrics
         self.composer = config.metrics.instrument(config.composer)
         self.extensions = ",".join(config.extensions()).encode("ascii")
         self.concatenation = Concatenation(self.composer, self._lock)
@@ -162,6 +165,7 @@ class TusHandler:
         location = self.upload_url(request, info.id).encode("ascii")
         log.info("upload {upload_id} created (length {size})", upload_id=info.id,
                  size="deferred" if info.size is None else info.size)
+        self.metrics.upload_created()
         self.hooks.notify(hook.POST_CREATE, request, info)
         result = Response(201, {b"location": location})
         if created_hook is not None:
@@ -357,6 +361,9 @@ class TusHandler:
             # Held apart until the digest matched: unverified bytes must not
             # count, be read or survive a crash as part of the upload.
             writer = await self.composer.stager.open_staged_chunk(upload, offset)
+        metrics = self.metrics
+        metrics.chunk_began()
+        new_offset = offset
         progress = None
         try:
             writer.registerProducer(body, True)
@@ -372,14 +379,20 @@ class TusHandler:
                 # checksum extension requires; the offset stays where it was.
                 problem = _END_ERRORS[end]() if end is not BodyEnd.COMPLETE else _verify(expected, hasher, body)
                 if problem is not None:
+                    started = perf_counter()
                     await writer.rollback()
+                    metrics.store_operation("rollback", perf_counter() - started)
                     raise problem if progress is None else progress.error(problem)
+            started = perf_counter()
             new_offset = await writer.commit()
+            metrics.store_operation("commit", perf_counter() - started)
         except BaseException:
             # Neither committed nor rolled back (or that failed): release
             # what the writer holds.  A no-op after commit or rollback.
             await writer.abort()
             raise
+        finally:
+            metrics.chunk_ended(new_offset - offset)
         if progress is not None:
             progress.ended(new_offset)
         if info.size is not None and new_offset >= info.size:
@@ -406,6 +419,7 @@ class TusHandler:
         """
         await upload.finish()
         log.info("upload {upload_id} finished", upload_id=upload_id)
+        self.metrics.upload_finished()
         if self.hooks.enabled(hook.PRE_FINISH) or self.hooks.enabled(hook.POST_FINISH):
             info = await upload.get_info()
             if self.hooks.enabled(hook.PRE_FINISH):
@@ -432,6 +446,7 @@ class TusHandler:
             await terminater.terminate(upload)
         self.concatenation.partial_removed(upload_id)
         log.info("upload {upload_id} terminated", upload_id=upload_id)
+        self.metrics.upload_terminated()
         if info is not None:
             self.hooks.notify(hook.POST_TERMINATE, request, info)
         return result

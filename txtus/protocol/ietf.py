@@ -121,6 +121,7 @@ class IetfDraftHandler:
         location = self.tus.upload_url(request, info.id).encode("ascii")
         log.info("upload {upload_id} created by draft {version} request (length {size})",
                  upload_id=info.id, version=version, size="deferred" if size is None else size)
+        self.tus.metrics.upload_created()
         limit = self.upload_limit(version, info)
         if isinstance(body, StreamingBody):
             # Tell the client where to resume before reading any of the body.
