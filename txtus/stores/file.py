@@ -8,7 +8,8 @@ tusd.  A crash, a full disk or a cut connection therefore cannot make the
 recorded offset disagree with the bytes stored.  Writes are plain blocking
 C{os.write} calls of at most one socket read each (bounded local-disk
 writes); C{.info} files are replaced atomically (temporary file, then
-rename, then the directory is synced).
+rename, then the directory is synced, except after the C{Finished} mark,
+which a power loss could only make the server set again).
 
 A checksummed chunk is staged in C{<id>.<random>.staged}, which the offset
 never counts.  Once its digest matched, a commit marker C{<id>.commit}
@@ -238,15 +239,19 @@ class FileStore:
     def commit_path(self, upload_id: str) -> str:
         return self._prefix + upload_id + _COMMIT
 
-    def write_info(self, info: UploadInfo, exclusive: bool = False) -> None:
+    def write_info(self, info: UploadInfo, exclusive: bool = False, lasting_name: bool = True) -> None:
         """
         Replace C{info}'s C{.info} file atomically, and cache what was
         written under the new file's key, sparing the next read a parse.
 
         @param exclusive: fail with C{FileExistsError} if there is one.
+        @param lasting_name: whether the new file must survive a power
+            loss under its name (the directory is synced), rather than
+            possibly leave the previous C{.info} in place, which is fine
+            for a change that would simply be made again.
         """
         self._info_cache.pop(info.id, None)
-        status = self._replace(self.info_path(info.id), info.to_json(), exclusive)
+        status = self._replace(self.info_path(info.id), info.to_json(), exclusive, lasting_name)
         self._cache_info(info.id, (status.st_ino, status.st_mtime_ns, status.st_size), info.copy())
 
     def _cache_info(self, upload_id: str, key: tuple[int, int, int], info: UploadInfo) -> None:
@@ -254,7 +259,8 @@ class FileStore:
             del self._info_cache[next(iter(self._info_cache))]
         self._info_cache[upload_id] = (key, info)
 
-    def _replace(self, final: str, content: bytes, exclusive: bool = False) -> os.stat_result:
+    def _replace(self, final: str, content: bytes, exclusive: bool = False,
+                 lasting_name: bool = True) -> os.stat_result:
         """
         Replace C{final} with C{content} atomically (a temporary file, then
         a rename); unless C{fsync} is C{"never"}, durably: the file and
@@ -283,7 +289,8 @@ class FileStore:
                     os.unlink(temporary)
         else:
             os.replace(temporary, final)
-        self._sync_directory()
+        if lasting_name:
+            self._sync_directory()
         return status
 
     def _sync_directory(self) -> None:
@@ -736,7 +743,10 @@ class FileUpload:
             info = self.store.read_info(self.id)
             if not info.finished:
                 info.finished = True
-                self.store.write_info(info)
+                # Should a power loss undo the rename, the upload is found
+                # complete but not finished, and finished again: no
+                # directory sync (a journal commit on most disks) for it.
+                self.store.write_info(info, lasting_name=False)
             self.info.finished = True
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
