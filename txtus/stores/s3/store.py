@@ -24,7 +24,9 @@ Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
 starts as soon as it is full, up to C{concurrency} PUTs run at once while
 the next part fills, and the body is paused while a full part waits for a
 free PUT.  Memory per active upload is at most (C{concurrency} + 1) x
-C{part_size}; nothing is spooled to local disk.
+C{part_size}; nothing is spooled to local disk.  In pipe mode a part the
+request's announced length covers is PUT while its bytes arrive, so memory
+stays near a socket buffer (see L{S3ChunkWriter} for what that costs).
 """
 
 from __future__ import annotations
