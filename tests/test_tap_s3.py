@@ -35,10 +35,10 @@ def _parse(*args):
 
 def test_s3_options_build_an_s3_store(aws_env):
     options = _parse("--s3-bucket", aws_env.bucket, "--s3-endpoint", aws_env.endpoint, "--s3-prefix", "up/",
-                     "--s3-part-size", "6MiB", "--s3-concurrency", "3")
+                     "--s3-part-size", "6MiB", "--s3-concurrency", "3", "--s3-part-mode", "pipe")
     store = build_config(options, reactor=Clock()).composer.core
     assert isinstance(store, S3Store)
-    assert (store.prefix, store.part_size, store.concurrency) == ("up/", 6 * 1024 * 1024, 3)
+    assert (store.prefix, store.part_size, store.concurrency, store.part_mode) == ("up/", 6 * 1024 * 1024, 3, "pipe")
     assert store.client.region == "us-east-1"
 
 
@@ -46,6 +46,7 @@ def test_s3_options_build_an_s3_store(aws_env):
     (["--s3-bucket", "no-such-bucket"], "S3 bucket 'no-such-bucket' does not exist"),
     (["--s3-part-size", "1MiB"], "--s3-part-size must be between 5MiB and 5GiB"),
     (["--s3-concurrency", "0"], "--s3-concurrency must be between 1 and 64"),
+    (["--s3-part-mode", "stream"], "--s3-part-mode must be one of: buffer, pipe"),
     (["--locker", "file"], "--locker file with --s3-bucket needs --lock-dir"),
     (["--locker", "memory", "--lock-dir", "/tmp"], "--lock-dir is for --locker file"),
 ])

@@ -91,6 +91,28 @@ class IChunkWriter(IConsumer):
         """
 
 
+class ILengthAwareChunkWriter(IChunkWriter):
+    """
+    A writer that can use the number of bytes the request announced
+    (its C{Content-Length}) before they arrive: for example to stream them
+    straight into storage that only takes a piece whole and needs its
+    length up front (an S3 part PUT), instead of buffering the piece.
+
+    The price of that, and the one way such a writer may depart from
+    L{IChunkWriter}: when the body ends before the announced length (the
+    client went away), L{IChunkWriter.commit} keeps a prefix of the accepted
+    bytes, possibly not all of them, and its offset counts exactly that
+    prefix.  The client resends the rest from the offset HEAD reports.
+    """
+
+    def expect_length(length: int) -> None:
+        """
+        Called at most once, before the first C{write}, when the request
+        announced its body's length.  The body never brings more bytes than
+        that; it may bring fewer.
+        """
+
+
 class IStagedChunkWriter(IChunkWriter):
     """
     A chunk kept apart from its upload until it is accepted: used for

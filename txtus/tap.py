@@ -86,8 +86,9 @@ class Options(usage.Options):
         ["s3-endpoint", None, None, "URL of an S3-compatible service (path-style), e.g. http://127.0.0.1:9000; default AWS."],
         ["s3-prefix", None, "", "Prefix of every object key in the bucket (e.g. uploads/)."],
         ["s3-region", None, None, "S3 region; default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1."],
-        ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this."],
+        ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this (buffer mode)."],
         ["s3-concurrency", None, "4", "Part uploads in flight at once per upload."],
+        ["s3-part-mode", None, "buffer", "buffer: fill each part in memory, then PUT it (retried; nothing received is lost when a client disconnects). pipe: PUT a part while its bytes arrive, when the request's Content-Length covers it (memory near a socket buffer; a client that disconnects mid-part resends that part). See docs/s3.md."],
         ["hooks-http", None, None, "URL to POST hook events to, as JSON in tusd's shape (see docs/hooks.md)."],
         ["hooks-http-timeout", None, "15s", "How long one attempt of an HTTP hook may take."],
         ["hooks-http-retry", None, "3", "Retries of an HTTP hook after a 5xx answer or a network failure."],
@@ -216,7 +217,7 @@ class Options(usage.Options):
 
     def _check_s3(self) -> None:
         from txtus.stores.s3 import config as s3config
-        from txtus.stores.s3.store import MIN_PART_SIZE
+        from txtus.stores.s3.store import MIN_PART_SIZE, PART_MODES
         if self["locker"] == "file" and self["lock-dir"] is None:
             raise usage.UsageError("--locker file with --s3-bucket needs --lock-dir, a directory all processes on this machine share (several machines: --locker redis)")
         try:
@@ -231,6 +232,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--s3-concurrency: not a number: {self['s3-concurrency']!r}")
         if not 1 <= self["s3-concurrency"] <= 64:
             raise usage.UsageError("--s3-concurrency must be between 1 and 64")
+        if self["s3-part-mode"] not in PART_MODES:
+            raise usage.UsageError(f"--s3-part-mode must be one of: {', '.join(PART_MODES)}")
         try:
             self["s3-region"] = s3config.find_region(self["s3-region"])
             self["s3-credentials"] = s3config.find_credentials()
@@ -278,7 +281,7 @@ def _s3_store(options: Options, reactor: Any) -> Any:
     client = S3Client(options["s3-bucket"], options["s3-credentials"], options["s3-region"],
                       options["s3-endpoint"], reactor=reactor)
     return S3Store(client, prefix=options["s3-prefix"], part_size=options["s3-part-size"],
-                   concurrency=options["s3-concurrency"])
+                   concurrency=options["s3-concurrency"], part_mode=options["s3-part-mode"])
 
 
 def build_hooks(options: Options, reactor: Any) -> IHookHandler | None:

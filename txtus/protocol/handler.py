@@ -26,7 +26,7 @@ from txtus.config import TusConfig
 from txtus.hooks import events as hook
 from txtus.hooks.dispatch import HookDispatcher
 from txtus.info import UploadInfo
-from txtus.interfaces import ILeasedLock
+from txtus.interfaces import ILeasedLock, ILengthAwareChunkWriter
 
 log = Logger()
 
@@ -366,6 +366,8 @@ class TusHandler:
         new_offset = offset
         progress = None
         try:
+            if body.length is not None and ILengthAwareChunkWriter.providedBy(writer):
+                writer.expect_length(body.length)
             writer.registerProducer(body, True)
             progress = self.hooks.watch(request, info, offset, body)
             try:

@@ -27,7 +27,7 @@ from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError,
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import deferLater
 from txtus.logs import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, RequestTransmissionFailed, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -67,7 +67,8 @@ class S3Unavailable(Exception):
     """The endpoint could not be reached (after the retries)."""
 
 
-_NETWORK_ERRORS = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed)
+_NETWORK_ERRORS = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed,
+                   RequestTransmissionFailed)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ class S3Client:
 
     async def request(self, operation: str, method: str, key: str | None, query: list[tuple[str, str]] = (),
                       headers: dict[str, str] | None = None, body: Body = None,
-                      payload_hash: str | None = None, ok: Iterable[int] = (200,), stream: bool = False) -> Any:
+                      payload_hash: str | None = None, ok: Iterable[int] = (200,), stream: bool = False,
+                      retry: bool = True) -> Any:
         """
         Send a signed request, retrying failures that may pass.
 
@@ -220,6 +222,8 @@ class S3Client:
             per try (signed as C{UNSIGNED-PAYLOAD} unless C{payload_hash}).
         @param stream: hand back the response unread (the caller reads or
             discards its body); else its body is read and returned.
+        @param retry: L{False} for a body that cannot be sent twice (a part
+            piped from a client's socket): one try only.
         @return: C{(response, body bytes)}, or the response if C{stream}.
         @raise S3Error: S3 refused (after the retries, if it was a 5xx).
         @raise S3Unavailable: the endpoint could not be reached.
@@ -239,7 +243,7 @@ class S3Client:
                 failure: Exception = error
             except _NETWORK_ERRORS as e:
                 failure = S3Unavailable(f"{operation}: {e.__class__.__name__}")
-            if attempt >= self.retries:
+            if attempt >= self.retries or not retry:
                 raise failure
             delay = self.backoff * (4 ** attempt)
             attempt += 1
@@ -375,6 +379,21 @@ class S3Client:
         response, _ = await self.request("UploadPart", "PUT", key,
                                          query=[("partNumber", str(number)), ("uploadId", upload_id)],
                                          headers=headers, body=lambda: PiecesProducer(pieces))
+        return _etag(response)
+
+    async def upload_part_streamed(self, key: str, upload_id: str, number: int, producer: IBodyProducer) -> str:
+        """
+        Upload one part whose bytes are still arriving: C{producer} (of a
+        known C{length}) writes them as they come.  Sent once, never
+        retried (the bytes are gone once sent), signed C{UNSIGNED-PAYLOAD}
+        and without C{Content-MD5} (unknown until the last byte): the
+        caller checks the ETag against the MD5 of what it sent.
+
+        @return: the part's ETag.
+        """
+        response, _ = await self.request("UploadPart", "PUT", key,
+                                         query=[("partNumber", str(number)), ("uploadId", upload_id)],
+                                         body=lambda: producer, retry=False)
         return _etag(response)
 
     async def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,

@@ -31,15 +31,18 @@ Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
 starts as soon as it is full, up to C{concurrency} PUTs run at once while
 the next part fills, and the body is paused while a full part waits for a
 free PUT.  Memory per active upload is at most (C{concurrency} + 1) x
-C{part_size}; nothing is spooled to local disk.
+C{part_size}; nothing is spooled to local disk.  In pipe mode a part the
+request's announced length covers is PUT while its bytes arrive, so memory
+stays near a socket buffer (see L{S3ChunkWriter} for what that costs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionLost
@@ -48,16 +51,17 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from txtus.logs import Logger
 from twisted.web.client import ResponseDone
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from txtus import errors
 from txtus.info import UploadInfo
 from txtus.interfaces import (
     IChunkStager,
-    IChunkWriter,
     IConcater,
     IDataStore,
     IExpiryRenewer,
+    ILengthAwareChunkWriter,
     ILengthDeferrer,
     IReader,
     IStagedChunkWriter,
@@ -75,6 +79,8 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 DEFAULT_CONCURRENCY = 4
+PART_MODES = ("buffer", "pipe")
+DEFAULT_PART_MODE = "buffer"
 _PARTS_MARKER = "x-amz-meta-txtus-parts"
 _OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
 _UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
@@ -150,14 +156,21 @@ class S3Store:
     @param part_size: bytes per part (at least 5 MiB); larger for uploads
         that would otherwise need more than 10 000 parts.
     @param concurrency: part PUTs in flight at once per upload.
+    @param part_mode: C{"buffer"} (each part filled in memory, then PUT,
+        retried from memory) or C{"pipe"} (a part the request's announced
+        length will fill is PUT while its bytes arrive); see
+        L{S3ChunkWriter}.
     """
 
     def __init__(self, client: S3Client, prefix: str = "", part_size: int = DEFAULT_PART_SIZE,
-                 concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                 concurrency: int = DEFAULT_CONCURRENCY, part_mode: str = DEFAULT_PART_MODE) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError("part size must be at least 5 MiB (S3's minimum)")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if part_mode not in PART_MODES:
+            raise ValueError(f"part mode must be one of {', '.join(PART_MODES)}")
+        self.part_mode = part_mode
         self.client = client
         self.prefix = prefix
         self.part_size = part_size
@@ -562,19 +575,112 @@ class S3Upload:
         await client.delete_object(store.part_key(self.id))
 
 
-@implementer(IChunkWriter)
+@implementer(IBodyProducer)
+class _Pipe:
+    """
+    The body of a part PUT fed from the client's socket as the bytes arrive
+    (pipe mode).  Until the HTTP client starts it, bytes wait here (the
+    writer pauses the client meanwhile, so that is at most a socket read or
+    two); after that each write goes straight to the connection, and the
+    writer passes the connection's pauses on to the client.
+    """
+
+    def __init__(self, length: int, prefix: list[bytes], pressure: Callable[[], None]) -> None:
+        self.length = length
+        self.left = length
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.paused = False
+        self.cancelled = False
+        self._pending: list[bytes] = []
+        self._consumer: IConsumer | None = None
+        self._done: Deferred | None = None
+        self._pressure = pressure
+        for piece in prefix:
+            self.feed(piece)
+
+    @property
+    def congested(self) -> bool:
+        """The client should wait: the PUT has not started, or its connection is full."""
+        return self._consumer is None or self.paused
+
+    def feed(self, data: bytes) -> None:
+        self.left -= len(data)
+        self.md5.update(data)
+        if self._consumer is None:
+            self._pending.append(data)
+        else:
+            self._consumer.write(data)
+            self._check_done()
+
+    def startProducing(self, consumer: IConsumer) -> Deferred:
+        if self.cancelled:
+            return fail(ConnectionLost("the request body ended before the part was complete"))
+        self._consumer = consumer
+        self._done = done = Deferred()
+        pending, self._pending = self._pending, []
+        for piece in pending:
+            consumer.write(piece)
+        self._check_done()
+        self._pressure()
+        return done
+
+    def _check_done(self) -> None:
+        if self.left == 0 and self._done is not None:
+            done, self._done = self._done, None
+            done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._pressure()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pressure()
+
+    def stopProducing(self) -> None:
+        # The connection went away; the PUT fails on its own.
+        self._done = None
+        self._pending = []
+
+    def cancel(self) -> None:
+        """The body ended before this part was whole: abort its PUT, so S3 keeps nothing of it."""
+        self.cancelled = True
+        self._pending = []
+        if self._done is not None:
+            done, self._done = self._done, None
+            done.errback(ConnectionLost("the request body ended before the part was complete"))
+
+
+_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+
+
+@implementer(ILengthAwareChunkWriter)
 class S3ChunkWriter:
     """
-    Streams a chunk into the upload's parts.  Bytes accumulate in the part
-    being filled (which starts with the old C{.part}'s bytes); a full part
-    is PUT at once, up to C{concurrency} at a time, and the producer is
-    paused while a full part waits for a free PUT.  C{commit} waits for the
-    PUTs, then stores what is left: as the last part if the upload is now
-    complete or the rest is at least 5 MiB, else as the new C{.part}.
+    Streams a chunk into the upload's parts, in one of two ways (the
+    store's C{part_mode}):
 
-    A PUT that fails after the client's retries stops the body; C{commit}
-    then reports the error, and the upload keeps exactly the parts S3
-    confirmed without a gap.
+      - buffer: bytes accumulate in the part being filled (which starts
+        with the old C{.part}'s bytes); a full part is PUT at once, up to
+        C{concurrency} at a time, and the producer is paused while a full
+        part waits for a free PUT.  Each PUT is retried from memory.
+      - pipe: when the announced length (L{expect_length}) says the part
+        being filled will be completed by this body, its PUT starts at once
+        with the part's length and the bytes go straight into it; the
+        producer is paused while that connection cannot take more.  A body
+        that ends inside a piped part aborts that PUT: S3 keeps nothing of
+        it, and the offset stops at the last whole part.  Piped PUTs are
+        sent once (their bytes are not kept), and the ETag S3 answers is
+        checked against the MD5 of the bytes sent.  Bytes after the last
+        whole part of the body are buffered as in buffer mode.
+
+    C{commit} waits for the PUTs, then stores what is left: as the last
+    part if the upload is now complete or the rest is at least 5 MiB, else
+    as the new C{.part}.
+
+    A PUT that fails (after the client's retries, for buffered parts) stops
+    the body; C{commit} then reports the error, and the upload keeps
+    exactly the parts S3 confirmed without a gap.
     """
 
     def __init__(self, store: S3Store, upload_id: str, parts: list[Part], tail: bytes, size: int | None,
@@ -591,11 +697,15 @@ class S3ChunkWriter:
         self._base = len(parts)
         self._next_number = len(parts) + 1
         self._had_tail = bool(tail)
+        self._tail_size = len(tail)
+        self._tail_piped = False
         self._pieces: list[bytes] = [tail] if tail else []
         self._filled = len(tail)
         self._start = sum(p.size for p in parts) + len(tail)
         self._written = self._start
-        self._waiting: list[tuple[int, list[bytes]]] = []
+        self._end: int | None = None
+        self._pipe: _Pipe | None = None
+        self._waiting: list[tuple[int, list[bytes] | _Pipe]] = []
         self._running: dict[int, Deferred] = {}
         self._producer: Any = None
         self._paused = False
@@ -610,18 +720,33 @@ class S3ChunkWriter:
     def unregisterProducer(self) -> None:
         self._producer = None
 
+    def expect_length(self, length: int) -> None:
+        if self._store.part_mode == "pipe":
+            self._end = self._written + length
+
     def write(self, data: bytes) -> None:
         if self._closed or self._error is not None or not data:
             return
         self._written += len(data)
         view = data
         while view:
+            if self._pipe is None and self._end is not None \
+                    and self._filled + self._end - (self._written - len(view)) >= self._part_size:
+                self._open_pipe()
+            pipe = self._pipe
+            if pipe is not None:
+                piece, view = view[:pipe.left], view[pipe.left:]
+                pipe.feed(piece)
+                if not pipe.left:
+                    self._pipe = None
+                continue
             room = self._part_size - self._filled
             piece, view = view[:room], view[room:]
             self._pieces.append(piece)
             self._filled += len(piece)
             if self._filled == self._part_size:
                 self._cut()
+        self._update_pause()
 
     def _cut(self) -> None:
         """The part being filled is full: queue it for a PUT."""
@@ -629,32 +754,84 @@ class S3ChunkWriter:
         self._next_number += 1
         self._pieces, self._filled = [], 0
         self._launch()
-        if self._waiting and not self._paused and self._producer is not None:
+
+    def _open_pipe(self) -> None:
+        """The body will fill the part being filled: start its PUT now, with what it holds so far."""
+        number = self._next_number
+        self._next_number += 1
+        if number == self._base + 1 and self._had_tail:
+            self._tail_piped = True
+        prefix, self._pieces, self._filled = self._pieces, [], 0
+        self._pipe = _Pipe(self._part_size, prefix, self._update_pause)
+        self._waiting.append((number, self._pipe))
+        self._launch()
+
+    def _cancel_pipe(self) -> None:
+        """The body ended inside a piped part: abort its PUT."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is None:
+            return
+        self._waiting = [(n, body) for n, body in self._waiting if body is not pipe]
+        log.info("upload {upload_id}: the body ended inside a piped S3 part; its {count} bytes were not stored"
+                 " (the client resends them from the offset HEAD reports)", upload_id=self._id,
+                 count=pipe.length - pipe.left)
+        pipe.cancel()
+
+    def _update_pause(self) -> None:
+        """Pause the body while a full part waits for a PUT, or the piped part's PUT cannot take more."""
+        if self._error is not None or self._producer is None:
+            return
+        wanted = any(not isinstance(body, _Pipe) for _, body in self._waiting) or (
+            self._pipe is not None and self._pipe.congested)
+        if wanted and not self._paused:
             self._paused = True
             self._producer.pauseProducing()
+        elif not wanted and self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
 
     def _launch(self) -> None:
         while self._waiting and len(self._running) < self._store.concurrency and self._error is None:
-            number, pieces = self._waiting.pop(0)
-            d = ensureDeferred(self._put(number, pieces))
+            number, body = self._waiting.pop(0)
+            if isinstance(body, _Pipe):
+                d = ensureDeferred(self._put_piped(number, body))
+                size = body.length
+            else:
+                d = ensureDeferred(self._put(number, body))
+                size = sum(len(p) for p in body)
             self._running[number] = d
-            size = sum(len(p) for p in pieces)
-            d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, size), errbackArgs=(number,))
-        if not self._waiting and self._paused and self._error is None:
-            self._paused = False
-            if self._producer is not None:
-                self._producer.resumeProducing()
+            d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, size), errbackArgs=(number, body))
+        self._update_pause()
+
+    async def _multipart_id(self) -> str:
+        """The multipart upload the parts go to."""
+        return self._multipart
 
     async def _put(self, number: int, pieces: list[bytes]) -> str:
-        return await self._client.upload_part(self._key, self._multipart, number, pieces)
+        multipart = await self._multipart_id()
+        return await self._client.upload_part(self._key, multipart, number, pieces)
+
+    async def _put_piped(self, number: int, pipe: _Pipe) -> str:
+        multipart = await self._multipart_id()
+        etag = await self._client.upload_part_streamed(self._key, multipart, number, pipe)
+        # No Content-MD5 could be sent ahead of the bytes; S3's ETag of a
+        # part is their MD5 (unless the bucket encrypts with KMS keys).
+        match = _MD5_ETAG.fullmatch(etag)
+        if match and match.group(1).lower() != pipe.md5.hexdigest():
+            raise S3Error(500, "BadDigest", f"the ETag of part {number} is not the MD5 of the bytes sent",
+                          "UploadPart")
+        return etag
 
     def _put_done(self, etag: str, number: int, size: int) -> None:
         del self._running[number]
         self._confirmed[number] = Part(number, size, etag)
         self._launch()
 
-    def _put_failed(self, failure: Any, number: int) -> None:
+    def _put_failed(self, failure: Any, number: int, body: list[bytes] | _Pipe) -> None:
         del self._running[number]
+        if isinstance(body, _Pipe) and body.cancelled:
+            self._launch()
+            return
         if self._error is None:
             self._error = failure.value
             log.error("S3 part {number} of upload {upload_id} failed: {error}", number=number,
@@ -676,6 +853,7 @@ class S3ChunkWriter:
         return parts
 
     async def _close(self) -> int:
+        self._cancel_pipe()
         await self._settle()
         client = self._client
         parts = self._contiguous()
@@ -705,6 +883,9 @@ class S3ChunkWriter:
             return offset + size
         if uploaded and self._had_tail:
             await client.delete_object(store.part_key(self._id))
+        if not uploaded and self._tail_piped:
+            # The old .part went into a piped part that was aborted: it stays.
+            return offset + self._tail_size
         return offset + size
 
     def commit(self) -> Deferred:
@@ -749,13 +930,14 @@ class S3StagedChunkWriter(S3ChunkWriter):
         self._key = store.staged_key(upload_id, len(parts))
         self._creating: Deferred | None = None
 
-    async def _put(self, number: int, pieces: list[bytes]) -> str:
+    async def _multipart_id(self) -> str:
         if self._creating is None:
             self._creating = ensureDeferred(self._client.create_multipart_upload(self._key))
         self._multipart = await _shared(self._creating)
-        return await super()._put(number, pieces)
+        return self._multipart
 
     async def _close(self) -> int:
+        self._cancel_pipe()
         await self._settle()
         if self._error is not None:
             await self._discard()
@@ -770,6 +952,7 @@ class S3StagedChunkWriter(S3ChunkWriter):
         return (await self._store.roll_forward(self._id, self._size, self._object_key)).offset
 
     async def _discard(self) -> None:
+        self._cancel_pipe()
         await self._settle()
         if self._creating is not None:
             multipart = await _shared(self._creating)
