@@ -614,3 +614,32 @@ async def test_writer_is_aborted_when_an_error_strikes_before_commit(server_fact
     assert offset == (0 if checksum else 5)
     response = await patch(location, offset, b"helloworld"[offset:])
     assert (response.code, header(response, "upload-offset")) == (204, "10")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_shrink_again_for_the_next_header_block(server):
+    """
+    A body streams in large reads; the next request's header block is read
+    in small ones, because twisted.web copies the rest of a read once per
+    header line it splits off (three extra copies of each byte of a 1 MiB
+    upload with 256 KiB reads).  Both requests share one connection.
+    """
+    from txtus.web.streaming import HEADER_READ_SIZE, UPLOAD_READ_SIZE
+
+    data = os.urandom(UPLOAD_READ_SIZE)
+    location = await create(server, 2 * len(data))
+    connection = await connect(server)
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": str(len(data))}
+    connection.write(request_bytes("PATCH", _path(location), headers, data))
+    assert (await connection.response()).status == 204
+    # The site's protocols wrap twisted.web's HTTP/1.1 channel (_channel).
+    (channel,) = [p._channel for p in server.site.connections
+                  if p._channel.transport.getPeer().port == connection.transport.getHost().port]
+    assert channel.transport.bufferSize == HEADER_READ_SIZE
+    headers["Upload-Offset"] = str(len(data))
+    connection.write(request_bytes("PATCH", _path(location), headers, data))
+    assert (await connection.response()).status == 204
+    assert channel.transport.bufferSize == HEADER_READ_SIZE
+    assert stored(server, location) == data * 2
+    connection.close()
+    await connection.wait_closed()

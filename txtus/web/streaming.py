@@ -28,6 +28,13 @@ from txtus.interfaces import IStreamingBodyResource
 # Socket reads while an upload body streams: large enough to cut per-read
 # overhead, small enough not to hurt 1 MiB uploads (1 MiB reads did).
 UPLOAD_READ_SIZE = 256 * 1024
+# Socket reads once a streamed body has ended, while the next request's
+# header block is awaited.  twisted.web splits each header line off the
+# bytes read so far, copying everything after it: a 256 KiB read carrying a
+# header block and the start of a body was copied once per header line,
+# which made three extra copies of every byte of a 1 MiB upload (measured
+# with callgrind; twisted.web's own 64 KiB reads cost one).
+HEADER_READ_SIZE = 16 * 1024
 
 
 class TusRequest(server.Request):
@@ -127,6 +134,7 @@ class TusRequest(server.Request):
         if self._length_pending is not None:
             self._choose_body(*self._length_pending)
         if self._tus_body is not None:
+            _twisted_private.set_read_size(self, HEADER_READ_SIZE)
             self._tus_body.ended(_twisted_private.received_trailers(self))
         super().requestReceived(command, path, version)
 
