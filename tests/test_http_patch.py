@@ -629,12 +629,15 @@ async def test_reads_shrink_again_for_the_next_header_block(server):
     data = os.urandom(UPLOAD_READ_SIZE)
     location = await create(server, 2 * len(data))
     connection = await connect(server)
-    headers = {**TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": str(len(data))}
-    connection.write(request_bytes("PATCH", _path(location), headers, data))
-    assert (await connection.response()).status == 204
+    connection.write(request_bytes("OPTIONS", _path(location)))
+    assert (await connection.response()).status == 200
     # The site's protocols wrap twisted.web's HTTP/1.1 channel (_channel).
     (channel,) = [p._channel for p in server.site.connections
                   if p._channel.transport.getPeer().port == connection.transport.getHost().port]
+    assert channel.transport.bufferSize == HEADER_READ_SIZE  # from the first read on
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": str(len(data))}
+    connection.write(request_bytes("PATCH", _path(location), headers, data))
+    assert (await connection.response()).status == 204
     assert channel.transport.bufferSize == HEADER_READ_SIZE
     headers["Upload-Offset"] = str(len(data))
     connection.write(request_bytes("PATCH", _path(location), headers, data))

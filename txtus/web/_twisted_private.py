@@ -97,6 +97,21 @@ def set_read_size(request: Any, size: int) -> None:
         transport.bufferSize = size
 
 
+def set_first_read_size(protocol: Any, size: int) -> None:
+    """
+    Read up to C{size} bytes per C{recv} on the TCP connection C{protocol}
+    (a protocol a site built) is about to be given, from its first read on.
+    """
+    make_connection = protocol.makeConnection
+
+    def made(transport: Any) -> None:
+        if isinstance(getattr(transport, "bufferSize", None), int):
+            transport.bufferSize = size
+        make_connection(transport)
+
+    protocol.makeConnection = made
+
+
 def transport_producer(request: Any) -> Any:
     """
     The push producer that reads the request's connection, or L{None}.

@@ -28,8 +28,8 @@ from txtus.interfaces import IStreamingBodyResource
 # Socket reads while an upload body streams: large enough to cut per-read
 # overhead, small enough not to hurt 1 MiB uploads (1 MiB reads did).
 UPLOAD_READ_SIZE = 256 * 1024
-# Socket reads once a streamed body has ended, while the next request's
-# header block is awaited.  twisted.web splits each header line off the
+# Socket reads while a request's header block is awaited (on a new
+# connection, and once a streamed body has ended).  twisted.web splits each header line off the
 # bytes read so far, copying everything after it: a 256 KiB read carrying a
 # header block and the start of a body was copied once per header line,
 # which made three extra copies of every byte of a 1 MiB upload (measured
@@ -246,6 +246,7 @@ class TusSite(server.Site):
         protocol = super().buildProtocol(addr)
         if protocol is not None:
             _twisted_private.watch_protocol_switch(protocol)
+            _twisted_private.set_first_read_size(protocol, HEADER_READ_SIZE)
             self.connections.add(protocol)
             lost = protocol.connectionLost
 
