@@ -34,6 +34,7 @@ tusd, absolute paths and paths leaving the directory are refused.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -92,6 +93,17 @@ def _regular_size(path: str) -> int:
     if not stat.S_ISREG(status.st_mode):
         raise OSError(errno.ELOOP if stat.S_ISLNK(status.st_mode) else errno.EISDIR, "not a regular file", path)
     return status.st_size
+
+
+# Temporary file names: unique per process by a random tag drawn once, then
+# by a counter; a name per write drawn from the kernel's random source cost
+# a system call each.  Created with O_EXCL all the same.
+_PROCESS_TAG = secrets.token_hex(4)
+_temporary_serial = itertools.count()
+
+
+def _temporary_tag() -> str:
+    return f"{_PROCESS_TAG}{next(_temporary_serial):x}"
 
 
 def _link_or_replace(source: str, target: str) -> None:
@@ -268,7 +280,7 @@ class FileStore:
 
         @return: the new file's status (a rename keeps inode and mtime).
         """
-        temporary = f"{final}.{secrets.token_hex(4)}{_TEMPORARY}"
+        temporary = f"{final}.{_temporary_tag()}{_TEMPORARY}"
         fd = _open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         try:
             os.write(fd, content)
@@ -402,7 +414,8 @@ class FileStore:
 
     def new_upload(self, info: UploadInfo) -> Deferred:
         info = info.copy()
-        if not info.id:
+        chosen_id = bool(info.id)
+        if not chosen_id:
             info.id = secrets.token_hex(16)
         elif not is_valid_upload_id(info.id):
             return fail(errors.InternalServerError("invalid upload ID"))
@@ -426,9 +439,11 @@ class FileStore:
             return fail(_storage_error(e))
         info.storage = {"Type": "filestore", "Path": path, "InfoPath": self.info_path(info.id)}
         try:
-            # Exclusive: the .info claims the ID (a placed upload has no
-            # <dir>/<id> to claim it; two processes, one hook-chosen ID).
-            self.write_info(info, exclusive=True)
+            # The .info claims an ID a hook chose (two processes, one ID;
+            # a placed upload has no <dir>/<id> to claim it).  An ID drawn
+            # here cannot be taken: link() and unlink() instead of one
+            # rename would be two system calls more per upload.
+            self.write_info(info, exclusive=chosen_id)
         except OSError as e:
             # No .info, no upload (a full disk): do not leave its empty data
             # file behind, nameless to every listing.
