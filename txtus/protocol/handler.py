@@ -55,6 +55,16 @@ _END_ERRORS: dict[BodyEnd, type[errors.TusError]] = {
 }
 
 
+def _pump(writer: Any, body: Any, limit: int | None, hasher: Any) -> Callable[[bytes], None]:
+    """
+    What takes the body's bytes: the chunk writer itself when there is
+    nothing to check on the way, else a L{_Pump}.
+    """
+    if limit is None and hasher is None:
+        return writer.write
+    return _Pump(writer, body, limit, hasher).write
+
+
 class _Pump:
     """
     Moves body bytes into a chunk writer, never past C{limit}, hashing them
@@ -62,13 +72,12 @@ class _Pump:
     """
 
     def __init__(self, writer: Any, body: Any, limit: int | None, hasher: Any) -> None:
-        self.write = writer.write if limit is None and hasher is None else self._checked
         self._writer = writer
         self._body = body
         self._room = limit
         self._hasher = hasher
 
-    def _checked(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         if self._room is not None:
             if len(data) > self._room:
                 data = data[: self._room]
@@ -371,7 +380,7 @@ class TusHandler:
             writer.registerProducer(body, True)
             progress = self.hooks.watch(request, info, offset, body)
             try:
-                end = await body.start(_Pump(writer, body, limit, hasher).write)
+                end = await body.start(_pump(writer, body, limit, hasher))
             finally:
                 writer.unregisterProducer()
                 if progress is not None:

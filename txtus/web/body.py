@@ -228,7 +228,10 @@ class StreamingBody:
         # else bytes that arrived while the handler was not ready yet (the
         # lock was held elsewhere) are still part of the body: start()
         # delivers them.
-        if why is not BodyEnd.COMPLETE:
+        if why is not BodyEnd.COMPLETE or self._receiver is not None:
+            # (Also after the last byte: the receiver, which holds this
+            # body, is not needed any more, and a cycle would leave the
+            # request to the garbage collector.)
             self._receiver = _drop
         if self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()

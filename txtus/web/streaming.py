@@ -147,6 +147,10 @@ class TusRequest(server.Request):
 
     def finish(self) -> None:
         super().finish()
+        if self._tus_body is not None and getattr(self._tus_body, "end", True) is not None:
+            # Answered, its body over: drop the body, which refers back to
+            # this request (a cycle for the garbage collector otherwise).
+            self._tus_body = None
         self._gone()
 
     def _gone(self) -> None:
