@@ -105,6 +105,7 @@ def set_first_read_size(protocol: Any, size: int) -> None:
     make_connection = protocol.makeConnection
 
     def made(transport: Any) -> None:
+        del protocol.makeConnection  # once; and no cycle through this closure
         if isinstance(getattr(transport, "bufferSize", None), int):
             transport.bufferSize = size
         make_connection(transport)

@@ -255,6 +255,7 @@ class TusSite(server.Site):
             lost = protocol.connectionLost
 
             def connection_lost(reason: Any) -> None:
+                del protocol.connectionLost  # no cycle through this closure
                 self._forget(self.connections, protocol)
                 lost(reason)
 
