@@ -82,6 +82,10 @@ DEFAULT_CONCURRENCY = 4
 PART_MODES = ("buffer", "pipe")
 DEFAULT_PART_MODE = "buffer"
 _PARTS_MARKER = "x-amz-meta-txtus-parts"
+# On a .part: the number of a part S3 holds but whose bytes are not the
+# ones sent (a piped part whose ETag is not their MD5); it and the parts
+# after it do not count until overwritten.
+_VOID_MARKER = "x-amz-meta-txtus-void-part"
 _OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
 _UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
 # What a placed key must not look like: the store's own objects.
@@ -135,10 +139,12 @@ def _deferred(coroutine: Any) -> Deferred:
 class _State:
     """What S3 holds for an unfinished upload."""
 
-    def __init__(self, parts: list[Part], tail: int, finished_size: int | None) -> None:
+    def __init__(self, parts: list[Part], tail: int, finished_size: int | None, part_object: bool = False) -> None:
         self.parts = parts
         self.tail = tail
         self.finished_size = finished_size
+        # A .part object exists that a new part makes stale: delete it then.
+        self.part_object = part_object
 
     @property
     def offset(self) -> int:
@@ -339,10 +345,16 @@ class S3Store:
         size = 0
         if tail is not None:
             marker = (tail.getRawHeaders(_PARTS_MARKER) or [None])[0]
+            void = (tail.getRawHeaders(_VOID_MARKER) or [""])[0]
+            if marker is not None and marker.isdigit() and void == str(int(marker) + 1) \
+                    and len(parts) >= int(marker):
+                # A piped part that S3 holds with other bytes than were
+                # sent: the upload stops before it until it is overwritten.
+                parts = parts[:int(marker)]
             # Without a marker (tusd wrote it) the .part counts, as in tusd.
             if marker is None or marker == str(len(parts)):
                 size = int((tail.getRawHeaders("content-length") or ["0"])[0])
-        return _State(parts, size, None)
+        return _State(parts, size, None, tail is not None)
 
     # IDataStore ----------------------------------------------------------
 
@@ -542,7 +554,9 @@ class S3Upload:
         if len(tail) != state.tail:
             raise errors.MismatchedOffset(headers={"Upload-Offset": str(state.offset - state.tail)})
         kind = S3StagedChunkWriter if staged else S3ChunkWriter
-        return kind(store, self.id, state.parts, tail, self.info.size, self.key)
+        writer = kind(store, self.id, state.parts, tail, self.info.size, self.key)
+        writer._part_object = state.part_object
+        return writer
 
     def finish(self) -> Deferred:
         return _deferred(self._finish())
@@ -654,6 +668,14 @@ class _Pipe:
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 
 
+class _VoidPart(S3Error):
+    """A piped part's ETag is not the MD5 of the bytes sent: S3 holds other bytes."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(500, "BadDigest", f"the ETag of part {number} is not the MD5 of the bytes sent", "UploadPart")
+        self.number = number
+
+
 @implementer(ILengthAwareChunkWriter)
 class S3ChunkWriter:
     """
@@ -697,6 +719,8 @@ class S3ChunkWriter:
         self._base = len(parts)
         self._next_number = len(parts) + 1
         self._had_tail = bool(tail)
+        self._part_object = bool(tail)
+        self._void: int | None = None
         self._tail_size = len(tail)
         self._tail_piped = False
         self._pieces: list[bytes] = [tail] if tail else []
@@ -818,8 +842,7 @@ class S3ChunkWriter:
         # part is their MD5 (unless the bucket encrypts with KMS keys).
         match = _MD5_ETAG.fullmatch(etag)
         if match and match.group(1).lower() != pipe.md5.hexdigest():
-            raise S3Error(500, "BadDigest", f"the ETag of part {number} is not the MD5 of the bytes sent",
-                          "UploadPart")
+            raise _VoidPart(number)
         return etag
 
     def _put_done(self, etag: str, number: int, size: int) -> None:
@@ -832,6 +855,8 @@ class S3ChunkWriter:
         if isinstance(body, _Pipe) and body.cancelled:
             self._launch()
             return
+        if failure.check(_VoidPart):
+            self._void = number if self._void is None else min(self._void, number)
         if self._error is None:
             self._error = failure.value
             log.error("S3 part {number} of upload {upload_id} failed: {error}", number=number,
@@ -859,10 +884,36 @@ class S3ChunkWriter:
         parts = self._contiguous()
         uploaded = len(parts) > self._base
         if self._error is not None:
-            if uploaded:
+            if self._void is not None and self._void <= len(parts) + 1:
+                await self._mark_void(self._void)
+            elif uploaded:
                 await client.delete_object(self._store.part_key(self._id))
             raise _storage_error(self._error)
         return await self._store_rest(parts, uploaded)
+
+    async def _mark_void(self, number: int) -> None:
+        """
+        S3 holds part C{number} with other bytes than were sent (and it
+        counts in ListParts): write a C{.part} that says so, so the offset
+        stops before it and the next PATCH overwrites it.  The C{.part}
+        keeps the old one's bytes if they went into that part.
+        """
+        client, key = self._client, self._store.part_key(self._id)
+        tail = b""
+        if number == self._base + 1 and self._had_tail:
+            tail = await client.get_object(key)
+            if len(tail) != self._tail_size:
+                raise errors.InternalServerError("storage error: the upload's .part changed during the PATCH")
+        try:
+            await client.put_object(key, tail, {_PARTS_MARKER: str(number - 1), _VOID_MARKER: str(number)})
+        except Exception:
+            log.critical("upload {upload_id}: S3 holds part {number} with other bytes than were sent, and it could"
+                         " not be marked void: the offset counts it until it is overwritten", upload_id=self._id,
+                         number=number)
+            raise
+        log.error("upload {upload_id}: S3 answered part {number} with an ETag that is not the MD5 of the bytes sent;"
+                  " the part is void (not counted) until the next PATCH overwrites it", upload_id=self._id,
+                  number=number)
 
     async def _store_rest(self, parts: list[Part], uploaded: bool) -> int:
         """
@@ -881,7 +932,7 @@ class S3ChunkWriter:
         if size and (uploaded or self._written > self._start):
             await client.put_object(store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
             return offset + size
-        if uploaded and self._had_tail:
+        if uploaded and self._part_object:
             await client.delete_object(store.part_key(self._id))
         if not uploaded and self._tail_piped:
             # The old .part went into a piped part that was aborted: it stays.
