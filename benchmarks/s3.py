@@ -89,6 +89,8 @@ class Result:
     peak_rss_mib: float
     cpu_seconds: float
     failures: list[str]
+    s3_cpu_seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
 
     @property
     def mib_per_s(self) -> float:
@@ -237,7 +239,7 @@ def start_peer(name: str, command: list[str], env: dict[str, str], cwd: str | No
 
 
 def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None, store: "Bucket", log_path: str,
-             uploads: int, size: int, parallel: int, patch: int, base: bytes) -> Result:
+             uploads: int, size: int, parallel: int, patch: int, base: bytes, s3_pid: int) -> Result:
     process, port = start_peer(name, command, env, cwd, log_path)
     peak = [0.0]
     stop = threading.Event()
@@ -254,6 +256,7 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
     sampler.start()
     failures: list[str] = []
     cpu_before = peers.cpu_seconds(process.pid)
+    s3_cpu_before, client_before = peers.cpu_seconds(s3_pid), _own_cpu()
     started = time.monotonic()
     with ThreadPoolExecutor(parallel) as pool:
         futures = [pool.submit(upload_one, port, n, size, patch, base) for n in range(uploads)]
@@ -265,6 +268,7 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
                 failures.append(f"upload {n}: {e}")
     seconds = time.monotonic() - started
     cpu = peers.cpu_seconds(process.pid) - cpu_before
+    s3_cpu, client_cpu = peers.cpu_seconds(s3_pid) - s3_cpu_before, _own_cpu() - client_before
     peak[0] = max(peak[0], peers.memory(process.pid).get("VmHWM", 0.0))
     stop.set()
     process.terminate()
@@ -275,7 +279,13 @@ def run_peer(name: str, command: list[str], env: dict[str, str], cwd: str | None
             failures.append(f"upload {n}: final object missing")
         elif stored != content_hash(n, size, base):
             failures.append(f"upload {n}: stored bytes differ")
-    return Result(name, seconds, uploads * size, peak[0], cpu, failures)
+    return Result(name, seconds, uploads * size, peak[0], cpu, failures, s3_cpu, client_cpu)
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process (the clients' threads), user + system."""
+    times = os.times()
+    return times.user + times.system
 
 
 @dataclass
@@ -349,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="also one 1 GiB upload, one at a time")
     parser.add_argument("--server", choices=("rclone", "moto"), default="rclone",
                         help="the S3 server: rclone serve s3 (a directory) or moto's server (in memory)")
+    parser.add_argument("--txtus-args", default="",
+                        help="more twist tus options for every txtus peer, e.g. '--s3-concurrency 2'")
     parser.add_argument("--disconnect", action="store_true",
                         help="also: the bytes each server keeps of a 64 MiB PATCH cut after 20 MiB")
     args = parser.parse_args(argv)
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 mode = ["--s3-part-mode", name.split("-", 1)[1]] if "-" in name else []
                 commands[name] = ([sys.executable, "-m", "twisted", "tus", "--port", "tcp:{port}:interface=127.0.0.1",
                                    "--s3-bucket", BUCKET, "--s3-endpoint", endpoint, "--s3-prefix", "txtus/"]
-                                  + mode, None)
+                                  + mode + args.txtus_args.split(), None)
             elif name == "tus-node":
                 command, where = install_node_s3(workdir)
                 if command is None:
@@ -386,10 +398,12 @@ def main(argv: list[str] | None = None) -> int:
                 if bucket_dir is not None:
                     os.makedirs(os.path.join(bucket_dir, prefix), exist_ok=True)
                 result = run_peer(name, command, env, cwd, Bucket(endpoint, bucket_dir, prefix),
-                                  os.path.join(workdir, f"{name}.log"), uploads, size_, parallel, patch_, base)
+                                  os.path.join(workdir, f"{name}.log"), uploads, size_, parallel, patch_, base,
+                                  s3server.pid)
                 results[(scenario, name)] = result
                 print(f"{scenario:4} {name:9} {result.mib_per_s:8.1f} MiB/s  peak RSS {result.peak_rss_mib:7.1f} MiB  "
-                      f"CPU {result.cpu_seconds:6.1f} s  {len(result.failures)} failures "
+                      f"CPU {result.cpu_seconds:5.1f} s (S3 server {result.s3_cpu_seconds:5.1f} s, "
+                      f"clients {result.client_cpu_seconds:4.1f} s)  {len(result.failures)} failures "
                       f"({uploads} x {size_ // MiB} MiB, {parallel} at a time, {patch_ // MiB} MiB PATCHes)",
                       flush=True)
                 for failure in result.failures:
