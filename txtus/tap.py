@@ -87,7 +87,7 @@ class Options(usage.Options):
         ["s3-prefix", None, "", "Prefix of every object key in the bucket (e.g. uploads/)."],
         ["s3-region", None, None, "S3 region; default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1."],
         ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this (buffer mode)."],
-        ["s3-concurrency", None, "4", "Part uploads in flight at once per upload."],
+        ["s3-concurrency", None, "2", "Part uploads in flight at once per upload (more helps a distant S3, costs a part of memory each; see docs/s3.md)."],
         ["s3-part-mode", None, "buffer", "buffer: fill each part in memory, then PUT it (retried; nothing received is lost when a client disconnects). pipe: PUT a part while its bytes arrive, when the request's Content-Length covers it (memory near a socket buffer; a client that disconnects mid-part resends that part). See docs/s3.md."],
         ["hooks-http", None, None, "URL to POST hook events to, as JSON in tusd's shape (see docs/hooks.md)."],
         ["hooks-http-timeout", None, "15s", "How long one attempt of an HTTP hook may take."],
