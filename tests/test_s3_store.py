@@ -9,6 +9,9 @@ chosen requests).
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,6 +31,7 @@ from txtus import errors
 from txtus.info import UploadInfo
 from txtus.stores.s3.client import S3Client
 from txtus.interfaces import ILengthAwareChunkWriter
+from txtus.stores.s3.parts import SpooledPart
 from txtus.stores.s3.store import MIN_PART_SIZE, PART_MODES, S3Store
 
 MiB = 1024 * 1024
@@ -87,14 +91,23 @@ async def keys(store: S3Store) -> set[str]:
     return {o.key[len(store.prefix):] for o in await store.client.list_objects(store.prefix)}
 
 
-@pytest.fixture(params=PART_MODES)
+@pytest.fixture(params=[*PART_MODES, "spool", "pipe-spool"])
 def part_mode(request):
+    """Each part mode, and both with buffered parts spooled to disk (--s3-spool-dir)."""
     return request.param
 
 
+def mode_options(part_mode: str, tmp_path) -> dict:
+    if not part_mode.endswith("spool"):
+        return {"part_mode": part_mode}
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    return {"part_mode": "pipe" if part_mode.startswith("pipe") else "buffer", "spool_dir": str(spool)}
+
+
 @pytest.fixture
-def s3_store(s3_server, part_mode):
-    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2, part_mode=part_mode)
+def s3_store(s3_server, part_mode, tmp_path):
+    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=2, **mode_options(part_mode, tmp_path))
     yield store
     pytest_twisted.blockon(store.client.close())
 
@@ -221,7 +234,7 @@ class FaultyProxy(Resource):
 
 
 @pytest.fixture
-def faulty(s3_server, part_mode):
+def faulty(s3_server, part_mode, tmp_path):
     """A proxy in front of the real server and a store that talks through it."""
     rules = {"fail": lambda method, uri: False, "mangle": lambda method, uri: False}
     proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u), lambda m, u: rules["mangle"](m, u))
@@ -229,7 +242,7 @@ def faulty(s3_server, part_mode):
     client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
                       f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=2, backoff=0.01)
     store = S3Store(client, prefix=make_s3_store(s3_server).prefix, part_size=MIN_PART_SIZE, concurrency=2,
-                    part_mode=part_mode)
+                    **mode_options(part_mode, tmp_path))
     yield store, proxy, rules
     pytest_twisted.blockon(client.close())
     pytest_twisted.blockon(port.stopListening())
@@ -539,7 +552,7 @@ async def test_pipe_a_slow_s3_pauses_the_client(s3_server):
         await deferLater(reactor, 0.5, lambda: None)
         assert producer.paused and fed == stalled_at < size
         # What the writer holds meanwhile is a socket read or two, not parts.
-        assert sum(len(p) for p in writer._pieces) == 0
+        assert writer._filled == 0
         state.stalled = False
         held, state.held = state.held, []
         for proxy, data in held:
@@ -554,3 +567,80 @@ async def test_pipe_a_slow_s3_pauses_the_client(s3_server):
         state.stalled = False
         await client.close()
         await port.stopListening()
+
+
+# Spooled parts (--s3-spool-dir) --------------------------------------------------
+
+def _spool_fds(spool) -> int:
+    """Descriptors of this process open on files in C{spool}."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(spool) + "/"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+@pytest_twisted.ensureDeferred
+async def test_spooled_parts_wait_in_nameless_files_closed_after_their_put(s3_server, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=1, spool_dir=str(spool))
+    size = 3 * MIN_PART_SIZE
+    try:
+        upload = await store.new_upload(UploadInfo(size=size))
+        writer = await upload.open_chunk(0)
+        producer = Producer()
+        writer.registerProducer(producer, True)
+        for position in range(0, MIN_PART_SIZE + 2 * MiB, 256 * 1024):
+            while producer.paused:
+                await producer.resumed
+            writer.write(pattern(position, 256 * 1024))
+        # Part 1 (its PUT running or done) and 2 MiB of part 2: on disk, under no name.
+        assert os.listdir(spool) == []
+        assert _spool_fds(spool) >= 1
+        assert isinstance(writer._pieces, SpooledPart) and writer._pieces.length == 2 * MiB
+        rest = MIN_PART_SIZE + 2 * MiB
+        await feed(writer, producer, pattern(rest, size - rest))
+        assert await writer.commit() == size
+        assert _spool_fds(spool) == 0 and os.listdir(spool) == []
+        await upload.finish()
+        assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+    finally:
+        await store.client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spool_that_cannot_be_written_stops_the_body_and_keeps_what_s3_holds(s3_server, tmp_path):
+    """A full disk (here: a file size limit) fails the PATCH with a 500; HEAD reports the parts S3 holds."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = make_s3_store(s3_server, part_size=MIN_PART_SIZE, concurrency=1, spool_dir=str(spool))
+    size = 3 * MIN_PART_SIZE
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        upload = await store.new_upload(UploadInfo(size=size))
+        writer = await upload.open_chunk(0)
+        producer = Producer()
+        await feed(writer, producer, pattern(0, MIN_PART_SIZE))  # part 1: its PUT starts
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, old_limit[1]))
+        await feed(writer, producer, pattern(MIN_PART_SIZE, 2 * MIN_PART_SIZE))
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        assert producer.stopped
+        with pytest.raises(errors.TusError) as caught:
+            await writer.commit()
+        assert caught.value.status == 500
+        assert _spool_fds(spool) == 0
+        assert (await upload.get_info()).offset == MIN_PART_SIZE
+        writer = await upload.open_chunk(MIN_PART_SIZE)
+        await feed(writer, Producer(), pattern(MIN_PART_SIZE, size - MIN_PART_SIZE))
+        assert await writer.commit() == size
+        await upload.finish()
+        assert await store.client.get_object(store.key(upload.id)) == pattern(0, size)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+        await store.client.close()

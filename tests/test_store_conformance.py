@@ -23,7 +23,8 @@ from txtus.stores.memory import MemoryStore
 from tests.s3servers import make_s3_store
 
 
-@pytest.fixture(params=["file", "memory", "s3-moto", "s3-rclone", "s3-moto-pipe", "s3-rclone-pipe"])
+@pytest.fixture(params=["file", "memory", "s3-moto", "s3-rclone", "s3-moto-pipe", "s3-rclone-pipe", "s3-moto-spool",
+                        "s3-rclone-spool"])
 def store(request, tmp_path):
     if request.param == "file":
         yield FileStore(str(tmp_path / "store"))
@@ -32,7 +33,12 @@ def store(request, tmp_path):
         yield MemoryStore()
         return
     name, _, mode = request.param[3:].partition("-")
-    store = make_s3_store(request.getfixturevalue("s3_servers")(name), part_mode=mode or "buffer")
+    server = request.getfixturevalue("s3_servers")(name)
+    if mode == "spool":  # buffer mode, parts spooled to disk (--s3-spool-dir)
+        (tmp_path / "spool").mkdir()
+        store = make_s3_store(server, spool_dir=str(tmp_path / "spool"))
+    else:
+        store = make_s3_store(server, part_mode=mode or "buffer")
     yield store
     pytest_twisted.blockon(store.client.close())
 

@@ -40,6 +40,25 @@ def test_s3_options_build_an_s3_store(aws_env):
     assert isinstance(store, S3Store)
     assert (store.prefix, store.part_size, store.concurrency, store.part_mode) == ("up/", 6 * 1024 * 1024, 3, "pipe")
     assert store.client.region == "us-east-1"
+    assert store.spool_dir is None
+
+
+def test_spool_dir_option(aws_env, tmp_path):
+    options = _parse("--s3-bucket", aws_env.bucket, "--s3-endpoint", aws_env.endpoint,
+                     "--s3-spool-dir", str(tmp_path))
+    store = build_config(options, reactor=Clock()).composer.core
+    assert store.spool_dir == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the start-up probe leaves nothing
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "cannot hold spooled parts: no such directory"),
+    (lambda tmp: (tmp / "file").write_text("x") and tmp / "file", "cannot hold spooled parts: not a directory"),
+])
+def test_bad_spool_dir_is_a_one_line_error(aws_env, tmp_path, make, message):
+    with pytest.raises(usage.UsageError) as caught:
+        _parse("--s3-bucket", aws_env.bucket, "--s3-endpoint", aws_env.endpoint, "--s3-spool-dir", str(make(tmp_path)))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -88,6 +88,7 @@ class Options(usage.Options):
         ["s3-region", None, None, "S3 region; default $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1."],
         ["s3-part-size", None, "8MiB", "Bytes per S3 part (at least 5MiB). Memory per active upload is at most (--s3-concurrency + 1) x this (buffer mode)."],
         ["s3-concurrency", None, "2", "Part uploads in flight at once per upload (more helps a distant S3, costs a part of memory each; see docs/s3.md)."],
+        ["s3-spool-dir", None, None, "Buffered S3 parts wait in nameless files in this directory instead of memory (memory per upload near a socket buffer; disk per upload up to (--s3-concurrency + 1) x --s3-part-size). See docs/s3.md."],
         ["s3-part-mode", None, "buffer", "buffer: fill each part in memory, then PUT it (retried; nothing received is lost when a client disconnects). pipe: PUT a part while its bytes arrive, when the request's Content-Length covers it (memory near a socket buffer; a client that disconnects mid-part resends that part). See docs/s3.md."],
         ["hooks-http", None, None, "URL to POST hook events to, as JSON in tusd's shape (see docs/hooks.md)."],
         ["hooks-http-timeout", None, "15s", "How long one attempt of an HTTP hook may take."],
@@ -234,6 +235,13 @@ class Options(usage.Options):
             raise usage.UsageError("--s3-concurrency must be between 1 and 64")
         if self["s3-part-mode"] not in PART_MODES:
             raise usage.UsageError(f"--s3-part-mode must be one of: {', '.join(PART_MODES)}")
+        if self["s3-spool-dir"] is not None:
+            from txtus.stores.s3.parts import check_spool_dir
+            try:
+                check_spool_dir(self["s3-spool-dir"])
+            except OSError as e:
+                raise usage.UsageError(f"--s3-spool-dir {self['s3-spool-dir']!r} cannot hold spooled parts: "
+                                       f"{e.strerror or e}")
         try:
             self["s3-region"] = s3config.find_region(self["s3-region"])
             self["s3-credentials"] = s3config.find_credentials()
@@ -281,7 +289,8 @@ def _s3_store(options: Options, reactor: Any) -> Any:
     client = S3Client(options["s3-bucket"], options["s3-credentials"], options["s3-region"],
                       options["s3-endpoint"], reactor=reactor)
     return S3Store(client, prefix=options["s3-prefix"], part_size=options["s3-part-size"],
-                   concurrency=options["s3-concurrency"], part_mode=options["s3-part-mode"])
+                   concurrency=options["s3-concurrency"], part_mode=options["s3-part-mode"],
+                   spool_dir=options["s3-spool-dir"])
 
 
 def build_hooks(options: Options, reactor: Any) -> IHookHandler | None:

@@ -32,6 +32,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from txtus.stores.s3.parts import MemoryPart, PiecesProducer, SpooledPart
 from txtus.stores.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, Credentials, canonical_query, sign, uri_encode
 
 log = Logger()
@@ -82,58 +83,6 @@ class Part:
 class ObjectInfo:
     key: str
     size: int
-
-
-@implementer(IBodyProducer)
-class PiecesProducer:
-    """
-    A request body made of byte strings already in memory (a buffered part),
-    written one at a time as the connection takes them, so the transport
-    never holds a second copy of the whole part.
-    """
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self._pieces = pieces
-        self.length = sum(len(p) for p in pieces)
-        self._index = 0
-        self._paused = False
-        self._consumer: Any = None
-        self._done: Deferred | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred:
-        self._consumer = consumer
-        self._done = done = Deferred()
-        # The HTTP client registers us on its transport, which pauses and
-        # resumes us as its buffer fills and drains.
-        self._pump()
-        return done
-
-    def _pump(self) -> None:
-        while not self._paused and self._done is not None and self._index < len(self._pieces):
-            piece = self._pieces[self._index]
-            self._index += 1
-            self._consumer.write(piece)
-        if self._done is not None and self._index >= len(self._pieces):
-            done, self._done = self._done, None
-            self._release()
-            done.callback(None)
-
-    def _release(self) -> None:
-        # An idle pooled connection keeps its last request, and so this
-        # producer, alive: without this it would keep a whole part too.
-        self._pieces = []
-        self._index = 0
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:
-        self._done = None
-        self._release()
 
 
 def _text(element: ElementTree.Element | None, name: str) -> str:
@@ -293,9 +242,14 @@ class S3Client:
 
     # Objects -----------------------------------------------------------------
 
-    async def put_object(self, key: str, data: bytes | list[bytes], headers: dict[str, str] | None = None) -> None:
-        pieces = [data] if isinstance(data, bytes) else data
+    async def put_object(self, key: str, data: bytes | list[bytes] | MemoryPart | SpooledPart,
+                         headers: dict[str, str] | None = None) -> None:
         headers = dict(headers or {})
+        if isinstance(data, (MemoryPart, SpooledPart)):
+            headers["Content-MD5"] = data.md5_base64()
+            await self.request("PutObject", "PUT", key, headers=headers, body=data.producer)
+            return
+        pieces = [data] if isinstance(data, bytes) else data
         headers["Content-MD5"] = _md5_base64(pieces)
         await self.request("PutObject", "PUT", key, headers=headers, body=lambda: PiecesProducer(pieces))
 
@@ -366,19 +320,24 @@ class S3Client:
             raise S3Error(502, "MalformedResponse", "no UploadId", "CreateMultipartUpload")
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, number: int, pieces: list[bytes],
-                          md5: str | None = None) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int,
+                          pieces: list[bytes] | MemoryPart | SpooledPart) -> str:
         """
-        Upload one part from byte strings in memory.
+        Upload one part from byte strings in memory or a buffered part
+        (in memory or spooled), each try sending the same bytes again.
 
-        @param md5: the part's Content-MD5 (base64), if already computed
-            while the part filled.
         @return: the part's ETag.
         """
-        headers = {"Content-MD5": md5 or _md5_base64(pieces)}
+        if isinstance(pieces, (MemoryPart, SpooledPart)):
+            headers = {"Content-MD5": pieces.md5_base64()}
+            body: Body = pieces.producer
+        else:
+            listed = pieces
+            headers = {"Content-MD5": _md5_base64(listed)}
+            body = lambda: PiecesProducer(listed)  # noqa: E731
         response, _ = await self.request("UploadPart", "PUT", key,
                                          query=[("partNumber", str(number)), ("uploadId", upload_id)],
-                                         headers=headers, body=lambda: PiecesProducer(pieces))
+                                         headers=headers, body=body)
         return _etag(response)
 
     async def upload_part_streamed(self, key: str, upload_id: str, number: int, producer: IBodyProducer) -> str:

@@ -42,7 +42,7 @@ import hashlib
 import math
 import re
 import secrets
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionLost
@@ -72,6 +72,7 @@ from txtus.interfaces import (
     IUploadPlacer,
 )
 from txtus.stores.s3.client import Part, S3Client, S3Error, S3Unavailable
+from txtus.stores.s3.parts import MemoryPart, SpooledPart
 
 log = Logger()
 
@@ -166,10 +167,13 @@ class S3Store:
         retried from memory) or C{"pipe"} (a part the request's announced
         length will fill is PUT while its bytes arrive); see
         L{S3ChunkWriter}.
+    @param spool_dir: where buffered parts wait, in nameless files
+        (L{SpooledPart}), instead of memory; L{None}: in memory.
     """
 
     def __init__(self, client: S3Client, prefix: str = "", part_size: int = DEFAULT_PART_SIZE,
-                 concurrency: int = DEFAULT_CONCURRENCY, part_mode: str = DEFAULT_PART_MODE) -> None:
+                 concurrency: int = DEFAULT_CONCURRENCY, part_mode: str = DEFAULT_PART_MODE,
+                 spool_dir: str | None = None) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError("part size must be at least 5 MiB (S3's minimum)")
         if concurrency < 1:
@@ -177,6 +181,7 @@ class S3Store:
         if part_mode not in PART_MODES:
             raise ValueError(f"part mode must be one of {', '.join(PART_MODES)}")
         self.part_mode = part_mode
+        self.spool_dir = spool_dir
         self.client = client
         self.prefix = prefix
         self.part_size = part_size
@@ -599,7 +604,7 @@ class _Pipe:
     writer passes the connection's pauses on to the client.
     """
 
-    def __init__(self, length: int, prefix: list[bytes], pressure: Callable[[], None]) -> None:
+    def __init__(self, length: int, prefix: Iterable[bytes], pressure: Callable[[], None]) -> None:
         self.length = length
         self.left = length
         self.md5 = hashlib.md5(usedforsecurity=False)
@@ -723,13 +728,15 @@ class S3ChunkWriter:
         self._void: int | None = None
         self._tail_size = len(tail)
         self._tail_piped = False
-        self._pieces: list[bytes] = [tail] if tail else []
+        self._pieces = self._new_part()
+        if tail:
+            self._pieces.append(tail)
         self._filled = len(tail)
         self._start = sum(p.size for p in parts) + len(tail)
         self._written = self._start
         self._end: int | None = None
         self._pipe: _Pipe | None = None
-        self._waiting: list[tuple[int, list[bytes] | _Pipe]] = []
+        self._waiting: list[tuple[int, MemoryPart | SpooledPart | _Pipe]] = []
         self._running: dict[int, Deferred] = {}
         self._producer: Any = None
         self._paused = False
@@ -748,9 +755,22 @@ class S3ChunkWriter:
         if self._store.part_mode == "pipe":
             self._end = self._written + length
 
+    def _new_part(self) -> MemoryPart | SpooledPart:
+        spool = self._store.spool_dir
+        return MemoryPart() if spool is None else SpooledPart(spool)
+
     def write(self, data: bytes) -> None:
         if self._closed or self._error is not None or not data:
             return
+        try:
+            self._write(data)
+        except OSError as e:
+            # The spool directory failed (a full disk): stop as a failed PUT does.
+            log.error("upload {upload_id}: cannot spool a part to {directory}: {error}", upload_id=self._id,
+                      directory=self._store.spool_dir, error=e)
+            self._fail(e)
+
+    def _write(self, data: bytes) -> None:
         self._written += len(data)
         view = data
         while view:
@@ -776,7 +796,7 @@ class S3ChunkWriter:
         """The part being filled is full: queue it for a PUT."""
         self._waiting.append((self._next_number, self._pieces))
         self._next_number += 1
-        self._pieces, self._filled = [], 0
+        self._pieces, self._filled = self._new_part(), 0
         self._launch()
 
     def _open_pipe(self) -> None:
@@ -785,8 +805,11 @@ class S3ChunkWriter:
         self._next_number += 1
         if number == self._base + 1 and self._had_tail:
             self._tail_piped = True
-        prefix, self._pieces, self._filled = self._pieces, [], 0
-        self._pipe = _Pipe(self._part_size, prefix, self._update_pause)
+        prefix, self._pieces, self._filled = self._pieces, self._new_part(), 0
+        try:
+            self._pipe = _Pipe(self._part_size, prefix.chunks(), self._update_pause)
+        finally:
+            prefix.close()
         self._waiting.append((number, self._pipe))
         self._launch()
 
@@ -819,19 +842,17 @@ class S3ChunkWriter:
             number, body = self._waiting.pop(0)
             if isinstance(body, _Pipe):
                 d = ensureDeferred(self._put_piped(number, body))
-                size = body.length
             else:
                 d = ensureDeferred(self._put(number, body))
-                size = sum(len(p) for p in body)
             self._running[number] = d
-            d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, size), errbackArgs=(number, body))
+            d.addCallbacks(self._put_done, self._put_failed, callbackArgs=(number, body), errbackArgs=(number, body))
         self._update_pause()
 
     async def _multipart_id(self) -> str:
         """The multipart upload the parts go to."""
         return self._multipart
 
-    async def _put(self, number: int, pieces: list[bytes]) -> str:
+    async def _put(self, number: int, pieces: MemoryPart | SpooledPart) -> str:
         multipart = await self._multipart_id()
         return await self._client.upload_part(self._key, multipart, number, pieces)
 
@@ -845,25 +866,38 @@ class S3ChunkWriter:
             raise _VoidPart(number)
         return etag
 
-    def _put_done(self, etag: str, number: int, size: int) -> None:
+    def _put_done(self, etag: str, number: int, body: MemoryPart | SpooledPart | _Pipe) -> None:
         del self._running[number]
-        self._confirmed[number] = Part(number, size, etag)
+        self._confirmed[number] = Part(number, body.length, etag)
+        if not isinstance(body, _Pipe):
+            body.close()
         self._launch()
 
-    def _put_failed(self, failure: Any, number: int, body: list[bytes] | _Pipe) -> None:
+    def _put_failed(self, failure: Any, number: int, body: MemoryPart | SpooledPart | _Pipe) -> None:
         del self._running[number]
         if isinstance(body, _Pipe) and body.cancelled:
             self._launch()
             return
+        if not isinstance(body, _Pipe):
+            body.close()
         if failure.check(_VoidPart):
             self._void = number if self._void is None else min(self._void, number)
         if self._error is None:
-            self._error = failure.value
             log.error("S3 part {number} of upload {upload_id} failed: {error}", number=number,
                       upload_id=self._id, error=failure.value)
-            self._waiting = []
-            if self._producer is not None:
-                self._producer.stopProducing()
+            self._fail(failure.value)
+
+    def _fail(self, error: Exception) -> None:
+        """Stop the body: keep the parts S3 confirmed, drop the ones waiting."""
+        if self._error is not None:
+            return
+        self._error = error
+        for _, body in self._waiting:
+            if not isinstance(body, _Pipe):
+                body.close()
+        self._waiting = []
+        if self._producer is not None:
+            self._producer.stopProducing()
 
     # Ending the chunk ----------------------------------------------------
 
@@ -939,18 +973,23 @@ class S3ChunkWriter:
             return offset + self._tail_size
         return offset + size
 
+    def _release(self, result: Any) -> Any:
+        """The chunk is over: the bytes waiting in the part being filled (memory or spool file) go."""
+        self._pieces.close()
+        return result
+
     def commit(self) -> Deferred:
         if self._closed:
             return fail(RuntimeError("chunk already committed or rolled back"))
         self._closed = True
-        return _deferred(self._close())
+        return _deferred(self._close()).addBoth(self._release)
 
     def abort(self) -> Deferred:
         """Keep what can be kept (a prefix of the chunk); never fail."""
         if self._closed:
             return succeed(None)
         self._closed = True
-        d = _deferred(self._close())
+        d = _deferred(self._close()).addBoth(self._release)
         d.addErrback(lambda f: log.failure("abandoning chunk of upload {upload_id}", f, upload_id=self._id))
         return d.addCallback(lambda _: None)
 
@@ -1013,13 +1052,13 @@ class S3StagedChunkWriter(S3ChunkWriter):
         if self._closed:
             return fail(RuntimeError("chunk already committed or rolled back"))
         self._closed = True
-        return _deferred(self._discard()).addCallback(lambda _: self._start)
+        return _deferred(self._discard()).addBoth(self._release).addCallback(lambda _: self._start)
 
     def abort(self) -> Deferred:
         if self._closed:
             return succeed(None)
         self._closed = True
-        d = _deferred(self._discard())
+        d = _deferred(self._discard()).addBoth(self._release)
         d.addErrback(lambda f: log.failure("discarding staged chunk of upload {upload_id}", f, upload_id=self._id))
         return d.addCallback(lambda _: None)
 
