@@ -198,11 +198,12 @@ class FaultyProxy(Resource):
 
     isLeaf = True
 
-    def __init__(self, target: str, fail, mangle=lambda method, uri: False):
+    def __init__(self, target: str, fail, mangle=lambda method, uri: False, answer=lambda method, uri, headers: None):
         super().__init__()
         self.target = target
         self.fail = fail
         self.mangle = mangle
+        self.answer = answer
         self.seen: list[tuple[str, str, int]] = []
 
     def render(self, request):
@@ -226,6 +227,7 @@ class FaultyProxy(Resource):
             for name, values in response.headers.getAllRawHeaders():
                 if name.lower() not in dropped:
                     request.responseHeaders.setRawHeaders(name, values)
+            self.answer(method, uri, request.responseHeaders)
             return treq.content(response).addCallback(lambda content: (request.write(content), request.finish()))
 
         d.addCallback(answer)
@@ -236,8 +238,9 @@ class FaultyProxy(Resource):
 @pytest.fixture
 def faulty(s3_server, part_mode, tmp_path):
     """A proxy in front of the real server and a store that talks through it."""
-    rules = {"fail": lambda method, uri: False, "mangle": lambda method, uri: False}
-    proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u), lambda m, u: rules["mangle"](m, u))
+    rules = {"fail": lambda method, uri: False, "mangle": lambda method, uri: False, "answer": lambda m, u, h: None}
+    proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u), lambda m, u: rules["mangle"](m, u),
+                        lambda m, u, h: rules["answer"](m, u, h))
     port = reactor.listenTCP(0, Site(proxy), interface="127.0.0.1")
     client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
                       f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=2, backoff=0.01)
@@ -355,6 +358,27 @@ async def test_pipe_a_part_s3_holds_with_other_bytes_does_not_count(faulty, s3_s
         assert await other.client.get_object(other.key(upload.id)) == pattern(0, size)
     finally:
         await other.client.close()
+
+
+@pytest.mark.parametrize("encryption", [("x-amz-server-side-encryption", "aws:kms"),
+                                        ("x-amz-server-side-encryption-customer-algorithm", "AES256")])
+@pytest_twisted.ensureDeferred
+async def test_pipe_parts_encrypted_with_kms_or_customer_keys_are_not_checked_against_their_etag(faulty, encryption):
+    """S3 answers parts it encrypted with a KMS key or the client's with an ETag that is not their MD5."""
+    store, proxy, rules = faulty
+    if store.part_mode != "pipe":
+        pytest.skip("buffered parts carry Content-MD5")
+
+    def kms(method, uri, headers):
+        if method == "PUT" and "partNumber=" in uri:
+            headers.setRawHeaders(b"etag", [b'"0123456789abcdef0123456789abcdef"'])
+            headers.setRawHeaders(encryption[0].encode(), [encryption[1].encode()])
+
+    rules["answer"] = kms
+    upload = await store.new_upload(UploadInfo(size=2 * MIN_PART_SIZE))
+    writer = await upload.open_chunk(0)
+    await feed(writer, Producer(), pattern(0, MIN_PART_SIZE + MiB))
+    assert await writer.commit() == MIN_PART_SIZE + MiB
 
 
 # Staged (checksummed) chunks -----------------------------------------------------

@@ -340,7 +340,8 @@ class S3Client:
                                          headers=headers, body=body)
         return _etag(response)
 
-    async def upload_part_streamed(self, key: str, upload_id: str, number: int, producer: IBodyProducer) -> str:
+    async def upload_part_streamed(self, key: str, upload_id: str, number: int,
+                                   producer: IBodyProducer) -> tuple[str, bool]:
         """
         Upload one part whose bytes are still arriving: C{producer} (of a
         known C{length}) writes them as they come.  Sent once, never
@@ -348,12 +349,16 @@ class S3Client:
         and without C{Content-MD5} (unknown until the last byte): the
         caller checks the ETag against the MD5 of what it sent.
 
-        @return: the part's ETag.
+        @return: the part's ETag, and whether it is the MD5 of the part's
+            bytes: not when S3 encrypted the part with a KMS key or a key
+            of the client's (SSE-KMS, DSSE-KMS, SSE-C), whose ETags are not.
         """
         response, _ = await self.request("UploadPart", "PUT", key,
                                          query=[("partNumber", str(number)), ("uploadId", upload_id)],
                                          body=lambda: producer, retry=False)
-        return _etag(response)
+        encryption = (response.headers.getRawHeaders("x-amz-server-side-encryption") or [""])[0].lower()
+        customer_key = response.headers.hasHeader("x-amz-server-side-encryption-customer-algorithm")
+        return _etag(response), not (encryption.startswith("aws:kms") or customer_key)
 
     async def upload_part_copy(self, key: str, upload_id: str, number: int, source_key: str,
                                start: int, end: int) -> str:

@@ -858,11 +858,12 @@ class S3ChunkWriter:
 
     async def _put_piped(self, number: int, pipe: _Pipe) -> str:
         multipart = await self._multipart_id()
-        etag = await self._client.upload_part_streamed(self._key, multipart, number, pipe)
+        etag, is_md5 = await self._client.upload_part_streamed(self._key, multipart, number, pipe)
         # No Content-MD5 could be sent ahead of the bytes; S3's ETag of a
-        # part is their MD5 (unless the bucket encrypts with KMS keys).
+        # part is their MD5 (unless S3 encrypted it with a KMS key or the
+        # client's: then there is nothing to compare).
         match = _MD5_ETAG.fullmatch(etag)
-        if match and match.group(1).lower() != pipe.md5.hexdigest():
+        if is_md5 and match and match.group(1).lower() != pipe.md5.hexdigest():
             raise _VoidPart(number)
         return etag
 
