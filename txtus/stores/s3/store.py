@@ -31,7 +31,9 @@ Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
 starts as soon as it is full, up to C{concurrency} PUTs run at once while
 the next part fills, and the body is paused while a full part waits for a
 free PUT.  Memory per active upload is at most (C{concurrency} + 1) x
-C{part_size}; nothing is spooled to local disk.  In pipe mode a part the
+C{part_size}; nothing is spooled to local disk unless a C{spool_dir} is
+given, where the parts then wait in nameless files instead
+(L{txtus.stores.s3.parts}).  In pipe mode a part the
 request's announced length covers is PUT while its bytes arrive, so memory
 stays near a socket buffer (see L{S3ChunkWriter} for what that costs).
 """
