@@ -37,6 +37,7 @@ _TUS_RESUMABLE = headers.TUS_VERSION.encode("ascii")
 _UNVERSIONED = frozenset({b"OPTIONS", b"GET"})
 # Statuses tus defines that twisted.web has no phrase for.
 _REASONS = {460: b"Checksum Mismatch", 104: b"Upload Resumption Supported"}
+_NOT_YET = object()  # not looked up yet
 
 
 def effective_method(request: Any) -> bytes:
@@ -82,12 +83,14 @@ class TusResource(Resource):
         # Every body is taken from twisted.web, which would spool it whole
         # to a temporary file: the ones a verb stores stream into the store,
         # the others are dropped, up to a small limit.
-        request.tus_exchange = _Exchange(self, request, method, body, self._stores_body(request, method))
+        draft = ietf.draft_version(request, self.config)
+        request.tus_exchange = _Exchange(self, request, method, body, self._stores_body(request, method, draft),
+                                         draft)
         return body
 
-    def _stores_body(self, request: Any, method: bytes) -> bool:
+    def _stores_body(self, request: Any, method: bytes, draft: int | None) -> bool:
         """Whether the verb for this request stores its body."""
-        if ietf.draft_version(request, self.config) is not None:
+        if draft is not None:
             # Draft creation may be any content-carrying method, any type.
             return method in (b"POST", b"PUT", b"PATCH")
         if method == b"POST":
@@ -119,7 +122,7 @@ class _Exchange:
     """
 
     def __init__(self, resource: TusResource, request: Any, method: bytes, body: Any,
-                 body_stored: bool = True) -> None:
+                 body_stored: bool = True, draft: int | None | object = _NOT_YET) -> None:
         self.resource = resource
         self.request = request
         self.method = method
@@ -133,7 +136,7 @@ class _Exchange:
         self._response: Response | None = None
         self._began = time.perf_counter()
         # The IETF draft interop version this request speaks, if any.
-        self.draft = ietf.draft_version(request, resource.config)
+        self.draft = ietf.draft_version(request, resource.config) if draft is _NOT_YET else draft
         request.notifyFinish().addBoth(self._request_over)
         # _handled may write the response, and writing can raise (a store
         # failing to open a download): that must still end in an answer.
