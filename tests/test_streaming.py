@@ -623,6 +623,17 @@ def test_each_request_gets_its_own_header_deadline(server: Server) -> None:
     assert slower.transport.disconnecting
 
 
+
+def test_the_header_deadline_timer_stops_with_the_site(server: Server) -> None:
+    """No timer of the site outlives it (a dirty reactor in tests, a call after shutdown)."""
+    connection = server.connect()
+    connection.send(b"OPTIONS /files/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert connection.responses()[0][0] == 200
+    assert any(call.func == server.site._cut_slow_headers for call in server.clock.getDelayedCalls())
+    server.site.doStart()
+    server.site.doStop()
+    assert not any(call.func == server.site._cut_slow_headers for call in server.clock.getDelayedCalls())
+
 # Lock release for silent holders only (lock_release_after = 0.5 s) -----------
 
 

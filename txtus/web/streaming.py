@@ -262,6 +262,14 @@ class TusSite(server.Site):
             protocol.connectionLost = connection_lost
         return protocol
 
+    def stopFactory(self) -> None:
+        # Not listening any more: no timer of ours outlives that.  (A
+        # request still in flight sets it again if it needs it.)
+        if self._header_sweep is not None and self._header_sweep.active():
+            self._header_sweep.cancel()
+        self._header_sweep = None
+        super().stopFactory()
+
     def request_gone(self, request: TusRequest) -> None:
         self._forget(self.in_flight, request)
 
