@@ -188,3 +188,15 @@ async def test_a_moved_directory_keeps_its_placed_uploads(tmp_path: Path) -> Non
     found = await moved.get_upload(upload.id)
     assert found.path == str(tmp_path / "new" / "a" / "b")
     assert (await found.get_info()).offset == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_placed_folders_get_the_stores_folder_mode(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path), dir_mode=0o750)
+    previous = os.umask(0)
+    try:
+        await store.new_upload(placed("a/b/c", size=1))
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert folder.stat().st_mode & 0o7777 == 0o750

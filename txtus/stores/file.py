@@ -177,6 +177,7 @@ class FileStore:
         self._prefix = os.path.join(self.path, "")
         self._real_prefix = os.path.join(os.path.realpath(self.path), "")
         self.fsync = fsync
+        self.dir_mode = dir_mode
         self.file_mode = file_mode
         self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
         os.makedirs(self.path, mode=dir_mode, exist_ok=True)
@@ -368,6 +369,10 @@ class FileStore:
         """
         Create the empty data file at C{relative}, making missing folders,
         one name at a time from the directory, never through a symlink.
+        Unless C{fsync} is C{"never"}, every folder that received a new
+        name is synced: the upload is acknowledged once created, and a
+        new folder's entry lost to a power loss would lose the bytes
+        beneath it while its C{.info} survives.
 
         @return: its absolute path.
         @raise txtus.errors.StorageTaken: something already has that name.
@@ -378,9 +383,12 @@ class FileStore:
         try:
             for folder in folders:
                 try:
-                    os.mkdir(folder, 0o777, dir_fd=fd)
+                    os.mkdir(folder, self.dir_mode, dir_fd=fd)
                 except FileExistsError:
                     pass
+                else:
+                    if self.fsync != "never":
+                        os.fsync(fd)
                 try:
                     inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | _NOFOLLOW, dir_fd=fd)
                 except OSError as e:
