@@ -200,3 +200,59 @@ async def test_placed_folders_get_the_stores_folder_mode(tmp_path: Path) -> None
         os.umask(previous)
     for folder in (tmp_path / "a", tmp_path / "a" / "b"):
         assert folder.stat().st_mode & 0o7777 == 0o750
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def registerProducer(self, producer, streaming) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path: Path) -> None:
+    """
+    C{placed_path} checks the folders once per request; every later open,
+    stat and unlink walks them again without following a symlink, so a
+    folder swapped in between is refused, never followed out of the
+    directory.
+    """
+    outside = tmp_path / "outside"
+    store = FileStore(str(tmp_path / "uploads"))
+    upload = await store.new_upload(placed("real/deeper/file", size=10))
+    writer = await upload.open_chunk(0)
+    writer.write(b"abc")
+    assert await writer.commit() == 3
+    # Found (and checked) before the swap, used after it: a request in flight.
+    found = await store.get_upload(upload.id)
+    early = await found.open_chunk(3)
+    (tmp_path / "uploads" / "real").rename(outside)
+    os.symlink(outside, tmp_path / "uploads" / "real")
+    victim = outside / "deeper" / "file"
+
+    early.write(b"evil")
+    with pytest.raises(errors.TusError):
+        await early.commit()
+    with pytest.raises(errors.TusError):
+        await found.get_info()
+    with pytest.raises(errors.TusError):
+        await found.open_chunk(3)
+    with pytest.raises(errors.TusError):
+        await store.open_staged_chunk(found, 3)
+    consumer = _Consumer()
+    with pytest.raises(errors.TusError):
+        await store.send_content(found, consumer, 0, 3)
+    assert consumer.received == []
+    with pytest.raises(errors.TusError):
+        await found.finish()
+    with pytest.raises(errors.TusError):
+        await store.terminate(found)
+    assert victim.read_bytes() == b"abc"
+    assert (outside / "deeper").is_dir()

@@ -28,7 +28,9 @@ relative path, its missing folders created beneath the directory without
 following any symlink.  The C{.info} stays at C{<dir>/<id>.info} and
 records the absolute path (C{Storage.Path}, tusd's field), which is how
 every later request, process and the cleaner find the bytes.  Unlike
-tusd, absolute paths and paths leaving the directory are refused.
+tusd, absolute paths and paths leaving the directory are refused, and
+every open, stat and unlink of a placed file walks its folders from the
+directory with C{O_NOFOLLOW}: a folder swapped for a symlink is refused.
 """
 
 from __future__ import annotations
@@ -87,9 +89,76 @@ def _open(path: str, flags: int, mode: int = 0o600) -> int:
     return os.open(path, flags | _NOFOLLOW, mode)
 
 
-def _regular_size(path: str) -> int:
+def _beneath(root: str | None, path: str) -> tuple[int, str] | None:
+    """
+    For C{path} in a folder beneath the store directory (C{root}, its
+    prefix ending in a separator): a descriptor of that folder, reached
+    one name at a time from C{root} with C{O_NOFOLLOW}, and the file's
+    name in it.  L{FileStore.placed_path} checks a placed path once per
+    request; a folder swapped for a symlink after that check is refused
+    here (C{ELOOP}) rather than followed out of the directory.
+
+    @return: C{None} for a path directly in C{root} (or no C{root}), for
+        which a plain C{O_NOFOLLOW} open is already safe.
+    """
+    if root is None or not path.startswith(root):
+        return None
+    relative = path[len(root):]
+    if "/" not in relative:
+        return None
+    *folders, name = relative.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for folder in folders:
+            try:
+                inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | _NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(errno.ELOOP, "a folder on the way is not a folder (a symlink?)", path) from None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def _open_beneath(root: str | None, path: str, flags: int, mode: int = 0o600) -> int:
+    """L{_open} for a data file, which a hook may have placed in folders beneath C{root} (L{_beneath})."""
+    walked = _beneath(root, path)
+    if walked is None:
+        return _open(path, flags, mode)
+    fd, name = walked
+    try:
+        return os.open(name, flags | _NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_beneath(root: str | None, path: str) -> None:
+    walked = _beneath(root, path)
+    if walked is None:
+        os.unlink(path)
+        return
+    fd, name = walked
+    try:
+        os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _regular_size(path: str, root: str | None = None) -> int:
     """The size of a data file, refusing anything but a regular file."""
-    status = os.lstat(path)
+    walked = _beneath(root, path)
+    if walked is None:
+        status = os.lstat(path)
+    else:
+        fd, name = walked
+        try:
+            status = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
     if not stat.S_ISREG(status.st_mode):
         raise OSError(errno.ELOOP if stat.S_ISLNK(status.st_mode) else errno.EISDIR, "not a regular file", path)
     return status.st_size
@@ -409,14 +478,26 @@ class FileStore:
         return self._prefix + relative
 
     def _remove_placed_folders(self, path: str) -> None:
-        """Remove the folders a placed upload's file leaves empty, up to the directory."""
-        folder = os.path.dirname(path)
-        while folder.startswith(self._prefix):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                return
-            folder = os.path.dirname(folder)
+        """
+        Remove the folders a placed upload's file leaves empty, up to the
+        directory; reached as L{_beneath} does, so a folder swapped for a
+        symlink leaves them all in place.
+        """
+        if not path.startswith(self._prefix):
+            return
+        folders = path[len(self._prefix):].split("/")[:-1]
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            for folder in folders:
+                fds.append(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | _NOFOLLOW, dir_fd=fds[-1]))
+            for parent, folder in zip(reversed(fds[:-1]), reversed(folders)):
+                os.rmdir(folder, dir_fd=parent)
+        except OSError:
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     # IDataStore --------------------------------------------------------
 
@@ -456,7 +537,7 @@ class FileStore:
             # No .info, no upload (a full disk): do not leave its empty data
             # file behind, nameless to every listing.
             try:
-                os.unlink(path)
+                _unlink_beneath(self._prefix, path)
             except OSError:
                 pass
             if placement:
@@ -481,7 +562,7 @@ class FileStore:
         self._info_cache.pop(upload.id, None)
         for path in (self.commit_path(upload.id), upload.path, self.info_path(upload.id)):
             try:
-                os.unlink(path)
+                _unlink_beneath(self._prefix, path)
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -520,13 +601,13 @@ class FileStore:
         """
         def copy():
             # Not O_APPEND: copy_file_range refuses appending targets.
-            with open(_open(final.path, os.O_RDWR), "r+b") as target:
+            with open(_open_beneath(self._prefix, final.path, os.O_RDWR), "r+b") as target:
                 # From the start: an earlier attempt cut short (a crash, a
                 # full disk) may have left a prefix behind.
                 target.truncate(0)
                 position = 0
                 for partial in partials:
-                    with open(_open(partial.path, os.O_RDONLY), "rb") as source:
+                    with open(_open_beneath(self._prefix, partial.path, os.O_RDONLY), "rb") as source:
                         size = os.fstat(source.fileno()).st_size
                         yield from _copy(source.fileno(), target.fileno(), 0, position, size)
                         position += size
@@ -542,7 +623,7 @@ class FileStore:
 
     def send_content(self, upload: "FileUpload", consumer: Any, start: int, length: int) -> Deferred:
         try:
-            f = open(_open(upload.path, os.O_RDONLY), "rb")
+            f = open(_open_beneath(self._prefix, upload.path, os.O_RDONLY), "rb")
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
         except OSError as e:
@@ -594,7 +675,7 @@ class FileStore:
         except FileNotFoundError:
             return
         offset, length, name = _parse_marker(record)
-        target = _open(path or self.data_file(upload_id), os.O_WRONLY)
+        target = _open_beneath(self._prefix, path or self.data_file(upload_id), os.O_WRONLY)
         try:
             try:
                 source = _open(os.path.join(self.path, name), os.O_RDONLY)
@@ -724,7 +805,7 @@ class FileUpload:
 
     def _data_size(self) -> int:
         try:
-            return _regular_size(self.path)
+            return _regular_size(self.path, self.store._prefix)
         except FileNotFoundError:
             raise errors.UploadNotFound() from None
 
@@ -747,7 +828,7 @@ class FileUpload:
                 # Only possible if something wrote behind the lock's back;
                 # never append at the wrong place.
                 raise errors.MismatchedOffset(headers={"Upload-Offset": str(size)})
-            return FileChunkWriter(self.path, offset, self.store.fsync == "chunk")
+            return FileChunkWriter(self.path, offset, self.store.fsync == "chunk", self.store._prefix)
 
         return self._after_recovery(opened)
 
@@ -758,7 +839,7 @@ class FileUpload:
         """
         try:
             if self.store.fsync != "never":
-                fd = _open(self.path, os.O_RDONLY)
+                fd = _open_beneath(self.store._prefix, self.path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
@@ -793,8 +874,13 @@ class FileChunkWriter:
     slow uploads; an C{open}/C{close} pair is small next to a 256 KiB write.
     """
 
-    def __init__(self, path: str, start: int, fsync: bool) -> None:
+    def __init__(self, path: str, start: int, fsync: bool, root: str | None = None) -> None:
+        """
+        @param root: the store directory's prefix, if C{path} may be a
+            placed file in folders beneath it (opened by L{_open_beneath}).
+        """
         self._path = path
+        self._root = root
         self._start = start
         self._position = start
         self._fsync = fsync
@@ -813,7 +899,7 @@ class FileChunkWriter:
             return
         view = memoryview(data)
         try:
-            fd = _open(self._path, os.O_WRONLY)
+            fd = _open_beneath(self._root, self._path, os.O_WRONLY)
             try:
                 while view:
                     written = os.pwrite(fd, view, self._position)
@@ -837,7 +923,7 @@ class FileChunkWriter:
         """C{fsync} what this writer wrote, if its policy says so."""
         try:
             if self._fsync and self._error is None and self._position > self._start:
-                fd = _open(self._path, os.O_RDONLY)
+                fd = _open_beneath(self._root, self._path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
@@ -851,7 +937,7 @@ class FileChunkWriter:
             return closed
         self._sync()
         try:
-            offset = _regular_size(self._path)
+            offset = _regular_size(self._path, self._root)
         except FileNotFoundError:
             return fail(errors.UploadNotFound())
         except OSError as e:
@@ -892,7 +978,7 @@ class FileStagedChunkWriter(FileChunkWriter):
             self._discard()
             return fail(_storage_error(self._error))
         try:
-            if _regular_size(self._data) != self._offset:
+            if _regular_size(self._data, store._prefix) != self._offset:
                 self._discard()
                 return fail(errors.InternalServerError("upload changed behind its lock during a staged chunk"))
             if length:
@@ -906,7 +992,7 @@ class FileStagedChunkWriter(FileChunkWriter):
         if not length:
             self._discard()
         return store.recover(self._id, self._data).addCallback(
-            lambda _: _regular_size(self._data)).addErrback(_as_tus_error)
+            lambda _: _regular_size(self._data, store._prefix)).addErrback(_as_tus_error)
 
     def rollback(self) -> Deferred:
         closed = self._close()
