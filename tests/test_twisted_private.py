@@ -400,6 +400,7 @@ def test_h2_names_for_trailers_and_interim_responses_still_exist():
     assert protocol._negotiatedProtocol is None and isinstance(protocol._channel, HTTPChannel)
     connection = H2Connection(Clock())
     assert callable(connection.conn.receive_data) and callable(connection.conn.send_headers)
+    assert callable(connection._requestDone) and connection.conn.local_settings.max_concurrent_streams > 0
     assert isinstance(connection.streams, dict)
     assert issubclass(StreamClosedError, ProtocolError)
 
@@ -432,3 +433,91 @@ def test_received_trailers_of_an_h2_stream():
     trailers = _twisted_private.received_trailers(request)
     assert trailers.getRawHeaders(b"upload-checksum") == [b"sha1 abc"]
     assert connection._txtus_trailers == {3: [(b"x", b"y")]}
+
+
+class _H2Pair:
+    """
+    A Twisted H2Connection with trailers caught, driven by an h2 client in
+    memory; requests pause their stream at their headers, as a request
+    waiting for its lock or a slow store does, and record their trailers
+    once their body ends.
+    """
+
+    def __init__(self) -> None:
+        import h2.config
+        import h2.connection
+        from twisted.web._http2 import H2Connection
+
+        pair = self
+        self.requests: dict[int, Any] = {}
+
+        class Paused(http.Request):
+            def gotLength(self, length: int | None) -> None:
+                super().gotLength(length)
+                pair.requests[self.channel.streamID] = self
+                self.channel.pauseProducing()
+
+            def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+                self.collected = _twisted_private.received_trailers(self)
+                self.content.seek(0, 0)
+
+        self.server = H2Connection(Clock())
+        self.server.requestFactory = Paused
+        self.server.site = None
+        self.server.makeConnection(StringTransport())
+        _twisted_private._catch_h2_trailers(self.server)
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.client.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        self.server.dataReceived(self.client.data_to_send())
+        self.client.receive_data(self.server.transport.value())
+        self.server.transport.clear()
+
+    def patch_with_trailer(self, stream_id: int, checksum: bytes) -> None:
+        self.client.send_headers(stream_id, [(b":method", b"PATCH"), (b":path", b"/files/x"),
+                                             (b":scheme", b"https"), (b":authority", b"h")])
+        self.client.send_data(stream_id, b"data")
+        self.client.send_headers(stream_id, [(b"upload-checksum", checksum)], end_stream=True)
+        self.flush()
+
+
+def test_h2_trailers_of_many_paused_streams_are_all_kept():
+    """
+    More paused streams than any fixed cache on one connection: each
+    still finds its own trailer when it resumes (a fixed 64 lost the
+    oldest, and its PATCH failed with a spurious 460).
+    """
+    pair = _H2Pair()
+    ids = [1 + 2 * n for n in range(90)]
+    for stream_id in ids:
+        pair.patch_with_trailer(stream_id, b"sha1 %d" % stream_id)
+    for stream_id in ids:
+        pair.server.streams[stream_id].resumeProducing()
+    for stream_id in ids:
+        assert pair.requests[stream_id].collected.getRawHeaders(b"upload-checksum") == [b"sha1 %d" % stream_id]
+    assert pair.server._txtus_trailers == {}
+
+
+def test_h2_trailers_of_a_stream_done_with_are_dropped():
+    pair = _H2Pair()
+    pair.patch_with_trailer(1, b"sha1 a")
+    pair.patch_with_trailer(3, b"sha1 b")
+    assert set(pair.server._txtus_trailers) == {1, 3}
+    # Reset by the client while paused.
+    pair.client.reset_stream(1)
+    pair.flush()
+    # Answered and reset by the server before its request read the body.
+    pair.server.abortRequest(3)
+    assert pair.server._txtus_trailers == {}
+
+
+def test_h2_kept_trailers_are_bounded_by_the_concurrent_stream_limit():
+    pair = _H2Pair()
+    limit = pair.server.conn.local_settings.max_concurrent_streams
+    kept = pair.server._txtus_trailers
+    # Entries nothing collected nor dropped (a leak): never more than the limit.
+    kept.update({-n: [] for n in range(limit)})
+    pair.patch_with_trailer(1, b"sha1 a")
+    assert len(kept) == limit and kept[1] == [(b"upload-checksum", b"sha1 a")]

@@ -19,7 +19,8 @@ Why each is needed:
   - On HTTP/2, Twisted's connection ignores h2's C{TrailersReceived}
     event: a request's trailers are dropped.  They are caught as h2
     reports them (the connection's C{receive_data} wrapped) and kept by
-    stream until the request ends (L{received_trailers}): a small request
+    stream until the request ends (L{received_trailers}) or the stream is
+    done with (Twisted's C{_requestDone} wrapped): a small request
     arrives whole in one read, its trailers reported before Twisted has
     even created its stream.  The wrapper must be in place before the
     first byte, so it is installed when Twisted's ALPN switch creates the
@@ -247,9 +248,6 @@ def watch_protocol_switch(protocol: Any) -> None:
     protocol.dataReceived = data_received
 
 
-_KEPT_TRAILERS = 64  # per connection, for requests that never collect theirs
-
-
 def _catch_h2_trailers(connection: Any) -> None:
     """
     Make C{connection} (an C{H2Connection}) keep the trailers h2 reports,
@@ -258,12 +256,20 @@ def _catch_h2_trailers(connection: Any) -> None:
     C{receive_data}, before Twisted handles the batch's events (the
     stream's creation among them, and the C{StreamEnded} that completes
     its request).
+
+    A stream paused by its request (waiting for a lock or a slow store)
+    keeps its trailers until it resumes, however long that is; so entries
+    go only when collected or when their stream is done (Twisted's
+    C{_requestDone}: the response sent, or the stream reset by either
+    side), never by age.  As a bound against a leak, never more than h2's
+    own limit of concurrent streams are kept: a stream with trailers is
+    half-closed and counts towards that limit until it is done.
     """
     h2_connection = getattr(connection, "conn", None)
     receive = getattr(h2_connection, "receive_data", None)
     if receive is None or getattr(receive, "_txtus_trailers", False):
         return
-    from h2.events import TrailersReceived
+    from h2.events import RequestReceived, TrailersReceived
     kept: dict[int, list[tuple[bytes, bytes]]] = {}
     connection._txtus_trailers = kept
 
@@ -271,13 +277,29 @@ def _catch_h2_trailers(connection: Any) -> None:
         events = receive(data)
         for event in events:
             if isinstance(event, TrailersReceived):
-                if len(kept) >= _KEPT_TRAILERS:
+                stream_id = event.stream_id
+                # Only for a stream Twisted holds (or creates from this
+                # batch's events): an entry for a stream already done with
+                # would never be dropped.
+                if stream_id not in connection.streams and not any(
+                        isinstance(e, RequestReceived) and e.stream_id == stream_id for e in events):
+                    continue
+                limit = h2_connection.local_settings.max_concurrent_streams
+                while kept and len(kept) >= limit:
                     del kept[next(iter(kept))]
-                kept[event.stream_id] = [(_as_bytes(n), _as_bytes(v)) for n, v in event.headers]
+                kept[stream_id] = [(_as_bytes(n), _as_bytes(v)) for n, v in event.headers]
         return events
 
     receive_data._txtus_trailers = True  # type: ignore[attr-defined]
     h2_connection.receive_data = receive_data
+
+    request_done = getattr(connection, "_requestDone", None)
+    if request_done is not None:
+        def forget_trailers(stream_id: int) -> Any:
+            kept.pop(stream_id, None)
+            return request_done(stream_id)
+
+        connection._requestDone = forget_trailers
 
 
 def received_trailers(request: Any) -> Headers:
