@@ -35,6 +35,17 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 30_000  # the longest any one browser step may take
 
+
+def wait_for_script(page: Any, expression: str) -> Any:
+    """
+    Poll a JavaScript C{expression} on C{page} until it is true.  Not
+    Playwright's C{wait_for_function}: that polls by C{eval} inside the
+    page, which a page with a Content-Security-Policy (the demo page) refuses
+    whenever the expression is not already true on the first try.
+    C{page.evaluate} goes through the debugger, which CSP does not govern.
+    """
+    return wait_until(lambda: page.evaluate(expression), expression, timeout=WAIT_MS / 1000)
+
 UPPY_ENTRY = """\
 import Uppy from '@uppy/core';
 import Tus from '@uppy/tus';

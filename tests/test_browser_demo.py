@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from browserkit import WAIT_MS, random_file, save_artefact
+from browserkit import WAIT_MS, random_file, save_artefact, wait_for_script
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -41,7 +41,7 @@ def open_demo(context, server, query=f"?chunk_size={CHUNK}"):
     page = context.new_page()
     page.goto(server.origin + "/" + query)
     # The page has asked the server what it offers.
-    page.wait_for_function("document.getElementById('tus-version').textContent === '1.0.0'")
+    wait_for_script(page, "document.getElementById('tus-version').textContent === '1.0.0'")
     return page
 
 
@@ -108,7 +108,7 @@ def test_demo_page_cancel_removes_the_upload(twist_tus, context, tmp_path):
     page.click("li.transfer >> text=Cancel")
     page.wait_for_selector("li.transfer", state="detached")
     # The page forgets the upload once the server answered its DELETE.
-    page.wait_for_function("Object.values(localStorage).join('') === '[]'")
+    wait_for_script(page, "Object.values(localStorage).join('') === '[]'")
     assert server.uploads(named="mistake.bin") == {}
     assert page.is_visible("#none")
 
@@ -154,7 +154,7 @@ def test_demo_page_says_when_cors_origin_leaves_it_out(twist_tus, context):
     server = twist_tus("--cors-origin", "https://app.example")
     page = context.new_page()
     page.goto(server.origin + "/")
-    page.wait_for_function("document.getElementById('tus-version').textContent.includes('refused')")
+    wait_for_script(page, "document.getElementById('tus-version').textContent.includes('refused')")
     assert page.inner_text("#tus-version") == (
         "the server refused this page: 403 ERR_ORIGIN_NOT_ALLOWED: request origin is not allowed"
         f" (is {server.origin} in its --cors-origin?)")
