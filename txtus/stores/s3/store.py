@@ -25,7 +25,10 @@ from S3 on every request, so any process can answer for any upload after
 any crash.  A C{.part} records how many parts existed when it was written
 (C{x-amz-meta-txtus-parts}); once a later part has taken its bytes it is
 stale and ignored, so a crash between uploading that part and deleting the
-C{.part} never counts its bytes twice.
+C{.part} never counts its bytes twice.  A C{.part} may also mark parts S3
+lists but holds with other bytes than were sent (C{_VOID_MARKER}): the
+offset stops before them, and every later C{.part} repeats the mark until
+they are overwritten.
 
 Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
 starts as soon as it is full, up to C{concurrency} PUTs run at once while
@@ -85,9 +88,11 @@ DEFAULT_CONCURRENCY = 2
 PART_MODES = ("buffer", "pipe")
 DEFAULT_PART_MODE = "buffer"
 _PARTS_MARKER = "x-amz-meta-txtus-parts"
-# On a .part: the number of a part S3 holds but whose bytes are not the
-# ones sent (a piped part whose ETag is not their MD5); it and the parts
-# after it do not count until overwritten.
+# On a .part: "V" or "V-W", the parts S3 may hold with other bytes than
+# were sent (from V, a piped part whose ETag is not their MD5, to W, the
+# last part that PATCH may have stored).  The offset stops before part V
+# while the marker stands; every later write of the .part repeats it
+# (narrowed past the parts it overwrote), until all of V..W is rewritten.
 _VOID_MARKER = "x-amz-meta-txtus-void-part"
 _OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
 _UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
@@ -117,6 +122,33 @@ def check_key(key: Any, prefix: str) -> str:
     return key
 
 
+Void = tuple[int, int]
+
+
+def _parse_void(value: str | None) -> Void | None:
+    """A C{.part}'s void marker: C{"V"} (what older versions wrote) or C{"V-W"}."""
+    if not value:
+        return None
+    first, _, last = value.partition("-")
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start, end = int(first), int(last or first)
+    return (start, end) if 1 <= start <= end else None
+
+
+def _void_header(void: Void | None) -> dict[str, str]:
+    if void is None:
+        return {}
+    return {_VOID_MARKER: str(void[0]) if void[0] == void[1] else f"{void[0]}-{void[1]}"}
+
+
+def _void_left(void: Void | None, rewritten: int) -> Void | None:
+    """What stays void once parts 1..C{rewritten} hold the bytes sent (rewritten since the marker was written)."""
+    if void is None or rewritten >= void[1]:
+        return None
+    return (max(void[0], rewritten + 1), void[1])
+
+
 def _storage_error(error: Exception) -> errors.TusError:
     """An S3 failure as the client sees it: 500, S3's code in the message."""
     if isinstance(error, errors.TusError):
@@ -142,12 +174,15 @@ def _deferred(coroutine: Any) -> Deferred:
 class _State:
     """What S3 holds for an unfinished upload."""
 
-    def __init__(self, parts: list[Part], tail: int, finished_size: int | None, part_object: bool = False) -> None:
+    def __init__(self, parts: list[Part], tail: int, finished_size: int | None, part_object: bool = False,
+                 void: Void | None = None) -> None:
         self.parts = parts
         self.tail = tail
         self.finished_size = finished_size
         # A .part object exists that a new part makes stale: delete it then.
         self.part_object = part_object
+        # The parts S3 may hold with other bytes than were sent (_VOID_MARKER).
+        self.void = void
 
     @property
     def offset(self) -> int:
@@ -324,9 +359,14 @@ class S3Store:
                 await client.upload_part(key, multipart, number, [data])
                 number += 1
                 position = end
+            void = _void_left(state.void, number - 1)
             if position < item.size:
                 data = await client.get_object(item.key, position, item.size)
-                await client.put_object(self.part_key(upload_id), data, {_PARTS_MARKER: str(number - 1)})
+                await client.put_object(self.part_key(upload_id), data,
+                                        {_PARTS_MARKER: str(number - 1), **_void_header(void)})
+            elif number - 1 > after_parts and void is not None:
+                await client.put_object(self.part_key(upload_id), b"",
+                                        {_PARTS_MARKER: str(number - 1), **_void_header(void)})
             elif number - 1 > after_parts:
                 await client.delete_object(self.part_key(upload_id))
             await client.delete_object(item.key)
@@ -350,18 +390,18 @@ class S3Store:
             parts.append(part)
         tail = await self.client.head_object(self.part_key(upload_id))
         size = 0
+        void = None
         if tail is not None:
             marker = (tail.getRawHeaders(_PARTS_MARKER) or [None])[0]
-            void = (tail.getRawHeaders(_VOID_MARKER) or [""])[0]
-            if marker is not None and marker.isdigit() and void == str(int(marker) + 1) \
-                    and len(parts) >= int(marker):
-                # A piped part that S3 holds with other bytes than were
-                # sent: the upload stops before it until it is overwritten.
-                parts = parts[:int(marker)]
+            void = _parse_void((tail.getRawHeaders(_VOID_MARKER) or [None])[0])
+            if void is not None and void[0] <= len(parts):
+                # S3 lists a part with other bytes than were sent: the
+                # upload stops before it until it is overwritten.
+                parts = parts[:void[0] - 1]
             # Without a marker (tusd wrote it) the .part counts, as in tusd.
             if marker is None or marker == str(len(parts)):
                 size = int((tail.getRawHeaders("content-length") or ["0"])[0])
-        return _State(parts, size, None, tail is not None)
+        return _State(parts, size, None, tail is not None, void)
 
     # IDataStore ----------------------------------------------------------
 
@@ -563,6 +603,7 @@ class S3Upload:
         kind = S3StagedChunkWriter if staged else S3ChunkWriter
         writer = kind(store, self.id, state.parts, tail, self.info.size, self.key)
         writer._part_object = state.part_object
+        writer._old_void = state.void
         return writer
 
     def finish(self) -> Deferred:
@@ -727,7 +768,10 @@ class S3ChunkWriter:
         self._next_number = len(parts) + 1
         self._had_tail = bool(tail)
         self._part_object = bool(tail)
+        # A part of this chunk S3 answered with other bytes (the first).
         self._void: int | None = None
+        # What the upload's .part marked void when the chunk began.
+        self._old_void: Void | None = None
         self._tail_size = len(tail)
         self._tail_piped = False
         self._pieces = self._new_part()
@@ -921,36 +965,54 @@ class S3ChunkWriter:
         parts = self._contiguous()
         uploaded = len(parts) > self._base
         if self._error is not None:
-            if self._void is not None and self._void <= len(parts) + 1:
-                await self._mark_void(self._void)
+            void = self._void_after(len(parts))
+            if void is not None and (uploaded or self._void is not None):
+                await self._mark_void(void, len(parts), uploaded)
             elif uploaded:
                 await client.delete_object(self._store.part_key(self._id))
             raise _storage_error(self._error)
         return await self._store_rest(parts, uploaded)
 
-    async def _mark_void(self, number: int) -> None:
+    def _void_after(self, rewritten: int) -> Void | None:
         """
-        S3 holds part C{number} with other bytes than were sent (and it
-        counts in ListParts): write a C{.part} that says so, so the offset
-        stops before it and the next PATCH overwrites it.  The C{.part}
-        keeps the old one's bytes if they went into that part.
+        The parts S3 may hold with other bytes than were sent, once this
+        chunk's parts 1..C{rewritten} are S3's: what the C{.part} marked
+        void and this chunk did not overwrite, and any part of this chunk
+        S3 answered with other bytes, up to the last part it may have
+        stored (a part after it, even one S3 confirmed, stays void: with
+        concurrent PUTs, more than one may be).
+        """
+        void = _void_left(self._old_void, rewritten)
+        if self._void is not None:
+            new = (self._void, max(self._void, self._next_number - 1))
+            void = new if void is None else (min(void[0], new[0]), max(void[1], new[1]))
+        return void
+
+    async def _mark_void(self, void: Void, count: int, uploaded: bool) -> None:
+        """
+        S3 holds parts C{void} (C{V}..C{W}) that may carry other bytes than
+        were sent (and ListParts lists them): write a C{.part} that says so,
+        so the offset stops before part C{V} and a later PATCH overwrites
+        them.  The C{.part} follows C{count} parts, and keeps the old one's
+        bytes if no part took them.
         """
         client, key = self._client, self._store.part_key(self._id)
         tail = b""
-        if number == self._base + 1 and self._had_tail:
+        if not uploaded and self._had_tail:
             tail = await client.get_object(key)
             if len(tail) != self._tail_size:
                 raise errors.InternalServerError("storage error: the upload's .part changed during the PATCH")
         try:
-            await client.put_object(key, tail, {_PARTS_MARKER: str(number - 1), _VOID_MARKER: str(number)})
+            await client.put_object(key, tail, {_PARTS_MARKER: str(count), **_void_header(void)})
         except Exception:
-            log.critical("upload {upload_id}: S3 holds part {number} with other bytes than were sent, and it could"
-                         " not be marked void: the offset counts it until it is overwritten", upload_id=self._id,
-                         number=number)
+            log.critical("upload {upload_id}: S3 holds parts {void} with other bytes than were sent, and they could"
+                         " not be marked void: the offset counts them until they are overwritten",
+                         upload_id=self._id, void=_void_header(void)[_VOID_MARKER])
             raise
-        log.error("upload {upload_id}: S3 answered part {number} with an ETag that is not the MD5 of the bytes sent;"
-                  " the part is void (not counted) until the next PATCH overwrites it", upload_id=self._id,
-                  number=number)
+        if self._void is not None:
+            log.error("upload {upload_id}: S3 answered part {number} with an ETag that is not the MD5 of the bytes"
+                      " sent; parts {void} are void (not counted) until a later PATCH overwrites them",
+                      upload_id=self._id, number=self._void, void=_void_header(void)[_VOID_MARKER])
 
     async def _store_rest(self, parts: list[Part], uploaded: bool) -> int:
         """
@@ -964,17 +1026,28 @@ class S3ChunkWriter:
         complete = self._size is not None and offset + size >= self._size
         if size and (complete or size >= MIN_PART_SIZE):
             await client.upload_part(self._object_key, store.multipart_id(self._id), len(parts) + 1, rest)
-            await client.delete_object(store.part_key(self._id))
+            await self._drop_part_object(len(parts) + 1)
             return offset + size
         if size and (uploaded or self._written > self._start):
-            await client.put_object(store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
+            # A void part S3 still lists stays void (_VOID_MARKER).
+            await client.put_object(store.part_key(self._id), rest,
+                                    {_PARTS_MARKER: str(len(parts)), **_void_header(self._void_after(len(parts)))})
             return offset + size
         if uploaded and self._part_object:
-            await client.delete_object(store.part_key(self._id))
+            await self._drop_part_object(len(parts))
         if not uploaded and self._tail_piped:
             # The old .part went into a piped part that was aborted: it stays.
             return offset + self._tail_size
         return offset + size
+
+    async def _drop_part_object(self, count: int) -> None:
+        """Parts took the old C{.part}'s bytes: delete it, or empty it if it must still mark parts void."""
+        client, key = self._client, self._store.part_key(self._id)
+        void = self._void_after(count)
+        if void is None:
+            await client.delete_object(key)
+        else:
+            await client.put_object(key, b"", {_PARTS_MARKER: str(count), **_void_header(void)})
 
     def _release(self, result: Any) -> Any:
         """The chunk is over: the bytes waiting in the part being filled (memory or spool file) go."""
