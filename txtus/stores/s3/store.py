@@ -17,7 +17,10 @@ L{IUploadPlacer}): a key under the prefix, which the multipart upload and
 the final object then use.  The C{.info}, C{.part} and staged objects stay
 at C{<objectid>...}, found from the ID alone; the C{.info} records the key
 (C{Storage.Key}, tusd's field), and every later request and process reads
-it from there.
+it from there.  Another upload may be placed at the same key, so the
+C{.info} also records the ETag of the object the upload made
+(C{Storage.ETag}), and terminating it deletes the object at its key only
+if that is still the one.
 
 The offset is never written down: it is the sum of the multipart upload's
 parts (numbered 1, 2, ... without a gap) plus the C{.part} object, read
@@ -147,6 +150,10 @@ def _void_left(void: Void | None, rewritten: int) -> Void | None:
     if void is None or rewritten >= void[1]:
         return None
     return (max(void[0], rewritten + 1), void[1])
+
+
+def _etag_value(etag: str | None) -> str:
+    return (etag or "").strip().strip('"')
 
 
 def _storage_error(error: Exception) -> errors.TusError:
@@ -419,7 +426,14 @@ class S3Store:
             # What check_placement returned: the full key, under the prefix.
             if not placed.startswith(self.prefix):
                 raise errors.InvalidStorage("Storage.Key must be under the store's prefix")
-            key = self.prefix + check_key(placed[len(self.prefix):], self.prefix)
+            relative = check_key(placed[len(self.prefix):], self.prefix)
+            key = self.prefix + relative
+            if key != self.prefix + object_id and re.fullmatch(_OBJECT_ID, relative):
+                # Another upload's own key (upload URLs show them): its
+                # bytes would be overwritten, and deleted with this one.
+                log.info("placement {key!r} refused: it is shaped like an upload's own object key",
+                         key=key[:300])
+                raise errors.StorageTaken()
             # A finished object is never overwritten.  (Two uploads placed
             # at one key at once are not seen: the last to finish wins, so
             # hooks should make keys unique, as tusd's docs advise.)
@@ -451,7 +465,44 @@ class S3Store:
     async def _terminate(self, upload: "S3Upload") -> None:
         await self.client.abort_multipart_upload(upload.key, self.multipart_id(upload.id))
         staged = [o.key for o in await self.client.list_objects(self.key(upload.id) + ".staged.")]
-        await self.client.delete_objects([upload.key, self.part_key(upload.id), *staged, self.info_key(upload.id)])
+        own = [upload.key] if await self._owns_object(upload) else []
+        await self.client.delete_objects([*own, self.part_key(upload.id), *staged, self.info_key(upload.id)])
+
+    async def _owns_object(self, upload: "S3Upload") -> bool:
+        """
+        Whether the object at the upload's key is the one it made: always
+        at its own key; at a placed key only if its ETag is the one the
+        C{.info} recorded at completion (another upload placed at the same
+        key may have made it, and a placed upload that never finished made
+        none).
+        """
+        if upload.key == self.key(upload.id):
+            return True
+        recorded = _etag_value(upload.info.storage.get("ETag"))
+        final = await self.client.head_object(upload.key)
+        if final is None:
+            return False
+        if recorded and _etag_value((final.getRawHeaders("etag") or [""])[0]) == recorded:
+            return True
+        log.info("upload {upload_id}: the object at {key!r} is not the one it made (another upload placed there,"
+                 " or it never finished); it stays", upload_id=upload.id, key=upload.key[:300])
+        return False
+
+    async def record_final(self, upload: "S3Upload") -> None:
+        """
+        A placed upload made its object: its C{.info} records the ETag
+        (L{_owns_object}).  The one HEAD answers, not CompleteMultipartUpload's,
+        which some servers (rclone) answer differently; another upload
+        completing at the key between the two is not seen.
+        """
+        if upload.key == self.key(upload.id):
+            return
+        final = await self.client.head_object(upload.key)
+        etag = (final.getRawHeaders("etag") or [""])[0] if final is not None else ""
+        info = await self.read_info(upload.id)
+        info.storage = {**info.storage, "ETag": _etag_value(etag)}
+        await self.write_info(info)
+        upload.info.storage = dict(info.storage)
 
     def declare_length(self, upload: "S3Upload", length: int) -> Deferred:
         return _deferred(self._declare_length(upload, length))
@@ -556,6 +607,7 @@ class S3Store:
                 return False
             raise
         await self.client.complete_multipart_upload(key, fresh, parts)
+        await self.record_final(final)
         await self.client.abort_multipart_upload(key, self.multipart_id(final.id))
         return True
 
@@ -634,6 +686,8 @@ class S3Upload:
         except S3Error as e:
             if not (e.not_found and await client.head_object(key) is not None):
                 raise
+        else:
+            await store.record_final(self)
         await client.delete_object(store.part_key(self.id))
 
 
