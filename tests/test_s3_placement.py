@@ -83,6 +83,53 @@ async def test_a_placed_upload_uses_its_key_everywhere(s3_server) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_key_shaped_like_an_upload_s_own_object_key_is_refused(s3_server) -> None:
+    """Upload URLs show object IDs: a key equal to one would write over (and delete) that upload's object."""
+    store = make_s3_store(s3_server)
+    other = await store.new_upload(UploadInfo(size=1))
+    object_id = other.id.split("+", 1)[0]
+    for key in (object_id, "0123abcd", "report_2026-q4"):
+        with pytest.raises(errors.StorageTaken):
+            await store.new_upload(placed(store, key, size=1))
+    for key in (f"users/{object_id}", "report.csv"):
+        assert (await store.new_upload(placed(store, key, size=1))).key == store.prefix + key
+
+
+async def _complete(upload, data: bytes) -> None:
+    writer = await upload.open_chunk(0)
+    writer.write(data)
+    assert await writer.commit() == len(data)
+    await upload.finish()
+
+
+@pytest_twisted.ensureDeferred
+async def test_terminating_a_placed_upload_leaves_the_object_another_upload_made_at_its_key(s3_server) -> None:
+    """
+    Two uploads placed at one key at once both complete to it, the last
+    winning; terminating the other one (finished first, or never) leaves
+    the winner's object, and the winner's termination deletes it.
+    """
+    store = make_s3_store(s3_server)
+    first = await store.new_upload(placed(store, "shared/a.bin", size=5))
+    unfinished = await store.new_upload(placed(store, "shared/a.bin", size=5))
+    winner = await store.new_upload(placed(store, "shared/a.bin", size=5))
+    await _complete(first, b"first")
+    await _complete(winner, b"win!!")
+    key = store.prefix + "shared/a.bin"
+    # Another process: the recorded ETag comes from the .info.
+    again = make_s3_store(s3_server, prefix=store.prefix)
+    try:
+        await again.terminate(await again.get_upload(first.id))
+        await again.terminate(await again.get_upload(unfinished.id))
+        assert await again.client.get_object(key) == b"win!!"
+        await again.terminate(await again.get_upload(winner.id))
+        assert await again.client.head_object(key) is None
+        assert await again.client.list_objects(store.prefix) == []
+    finally:
+        await again.client.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_concatenation_into_a_placed_key(moto_server) -> None:
     store = make_s3_store(moto_server)
     partials = []

@@ -193,26 +193,39 @@ class FaultyProxy(Resource):
     """
     Forwards every request unchanged (Host included, so signatures stay
     valid) to the real server, except that requests matching C{fail} get a
-    503 without reaching it.
+    503 without reaching it.  A request for which C{hold} returns a
+    Deferred waits for it first.
     """
 
     isLeaf = True
 
-    def __init__(self, target: str, fail, mangle=lambda method, uri: False, answer=lambda method, uri, headers: None):
+    def __init__(self, target: str, fail, mangle=lambda method, uri: False, answer=lambda method, uri, headers: None,
+                 hold=lambda method, uri: None):
         super().__init__()
         self.target = target
         self.fail = fail
         self.mangle = mangle
         self.answer = answer
+        self.hold = hold
         self.seen: list[tuple[str, str, int]] = []
 
     def render(self, request):
+        held = self.hold(request.method.decode(), request.uri.decode())
+        if held is None:
+            self.relay(request)
+        else:
+            held.addCallback(lambda _: self.relay(request))
+        return NOT_DONE_YET
+
+    def relay(self, request):
         method = request.method.decode()
         uri = request.uri.decode()
         if self.fail(method, uri):
             self.seen.append((method, uri, 503))
             request.setResponseCode(503)
-            return b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+            request.write(b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>")
+            request.finish()
+            return
         headers = {k: v for k, v in request.requestHeaders.getAllRawHeaders() if k.lower() != b"content-length"}
         body = request.content.read()
         if body and self.mangle(method, uri):
@@ -232,15 +245,15 @@ class FaultyProxy(Resource):
 
         d.addCallback(answer)
         d.addErrback(lambda f: (request.setResponseCode(502), request.finish()))
-        return NOT_DONE_YET
 
 
 @pytest.fixture
 def faulty(s3_server, part_mode, tmp_path):
     """A proxy in front of the real server and a store that talks through it."""
-    rules = {"fail": lambda method, uri: False, "mangle": lambda method, uri: False, "answer": lambda m, u, h: None}
+    rules = {"fail": lambda method, uri: False, "mangle": lambda method, uri: False, "answer": lambda m, u, h: None,
+             "hold": lambda method, uri: None}
     proxy = FaultyProxy(s3_server.endpoint, lambda m, u: rules["fail"](m, u), lambda m, u: rules["mangle"](m, u),
-                        lambda m, u, h: rules["answer"](m, u, h))
+                        lambda m, u, h: rules["answer"](m, u, h), lambda m, u: rules["hold"](m, u))
     port = reactor.listenTCP(0, Site(proxy), interface="127.0.0.1")
     client = S3Client(s3_server.bucket, s3_server.credentials, s3_server.region,
                       f"http://127.0.0.1:{port.getHost().port}", reactor=reactor, retries=2, backoff=0.01)
@@ -362,6 +375,121 @@ async def test_pipe_a_part_s3_holds_with_other_bytes_does_not_count(faulty, s3_s
         assert await other.client.get_object(other.key(upload.id)) == pattern(0, size)
     finally:
         await other.client.close()
+
+
+def other_pipe_store(store: S3Store) -> S3Store:
+    """Another process's store, on the same bucket and prefix, straight to the server."""
+    return S3Store(S3Client(store.client.bucket, store.client.credentials, store.client.region,
+                            store.client._base, reactor=reactor), prefix=store.prefix, part_size=MIN_PART_SIZE,
+                   part_mode="pipe")
+
+
+async def finish_after_void(store: S3Store, s3_server, upload_id: str, offset: int, size: int) -> None:
+    """
+    Send the rest from C{offset}, the void part included, on another
+    process: on moto the final object is exactly what was sent; rclone
+    cannot replace the part it streamed with other bytes, so the PATCH
+    fails and the offset stays.
+    """
+    other = other_pipe_store(store)
+    try:
+        again = await other.get_upload(upload_id)
+        assert (await again.get_info()).offset == offset
+        writer = await again.open_chunk(offset)
+        await feed(writer, Producer(), pattern(offset, size - offset))
+        if s3_server.name == "rclone":
+            with pytest.raises(errors.TusError) as caught:
+                await writer.commit()
+            assert caught.value.status >= 500
+            assert (await again.get_info()).offset == offset
+            return
+        assert await writer.commit() == size
+        await again.finish()
+        assert await other.client.get_object(other.key(upload_id)) == pattern(0, size)
+    finally:
+        await other.client.close()
+
+
+async def small_patch(store: S3Store, upload_id: str, offset: int, length: int, staged: bool = False) -> None:
+    """
+    A PATCH of C{length} bytes (ending with less than a part) on another
+    process, checksummed (staged) or not; HEAD then says offset + length.
+    """
+    other = other_pipe_store(store)
+    try:
+        again = await other.get_upload(upload_id)
+        writer = await (other.open_staged_chunk(again, offset) if staged else again.open_chunk(offset))
+        await feed(writer, Producer(), pattern(offset, length))
+        assert await writer.commit() == offset + length
+        assert (await again.get_info()).offset == offset + length
+    finally:
+        await other.client.close()
+
+
+@pytest.mark.parametrize("part_mode", PIPED)
+@pytest.mark.parametrize(("void", "tail"), [(1, MiB + 17), (2, 0)])
+@pytest_twisted.ensureDeferred
+async def test_pipe_a_void_part_stays_void_after_a_patch_smaller_than_a_part(faulty, s3_server, void, tail):
+    """
+    The PATCH after a void part sends less than a part: its bytes go to the
+    .part, the void part stays in S3's list, and it still does not count
+    (the .part written then marks it void again).
+    """
+    store, proxy, rules = faulty
+    size = 3 * MIN_PART_SIZE
+    upload = await store.new_upload(UploadInfo(size=size))
+    if tail:
+        assert await write_chunk_plain(upload, 0, pattern(0, tail)) == tail
+    rules["mangle"] = lambda method, uri: method == "PUT" and f"partNumber={void}&" in uri
+    writer = await upload.open_chunk(tail)
+    await feed(writer, Producer(), pattern(tail, size - tail))
+    with pytest.raises(errors.TusError):
+        await writer.commit()
+    rules["mangle"] = lambda method, uri: False
+    expected = tail if void == 1 else (void - 1) * MIN_PART_SIZE
+    assert (await upload.get_info()).offset == expected
+    await small_patch(store, upload.id, expected, MiB)
+    assert len(await store.client.list_parts(store.key(upload.id), store.multipart_id(upload.id))) >= void
+    await finish_after_void(store, s3_server, upload.id, expected + MiB, size)
+
+
+@pytest.mark.parametrize("part_mode", PIPED)
+@pytest.mark.parametrize("staged", [False, True], ids=["plain", "staged"])
+@pytest_twisted.ensureDeferred
+async def test_pipe_a_void_part_after_a_failed_part_stays_void(faulty, s3_server, staged):
+    """
+    Two piped PUTs at once: part 1 fails, part 2 comes back with other
+    bytes.  Part 2 is void though it is not next to the upload's parts;
+    once a later PATCH stored part 1 and a .part, it still does not count,
+    also when that PATCH was checksummed (its staged chunk rolled forward
+    into part 1 and the .part).
+    """
+    store, proxy, rules = faulty
+    size = 3 * MIN_PART_SIZE
+    upload = await store.new_upload(UploadInfo(size=size))
+    second_answered = Deferred()
+
+    def answered(method, uri, headers):
+        if method == "PUT" and "partNumber=2&" in uri and not second_answered.called:
+            second_answered.callback(None)
+
+    # Part 1's 503 comes after S3 answered part 2 (with the wrong bytes).
+    rules["hold"] = lambda method, uri: second_answered if method == "PUT" and "partNumber=1&" in uri else None
+    rules["fail"] = lambda method, uri: method == "PUT" and "partNumber=1&" in uri
+    rules["mangle"] = lambda method, uri: method == "PUT" and "partNumber=2&" in uri
+    rules["answer"] = answered
+    writer = await upload.open_chunk(0)
+    await feed(writer, Producer(), pattern(0, size))
+    with pytest.raises(errors.TusError):
+        await writer.commit()
+    rules.update(hold=lambda m, u: None, fail=lambda m, u: False, mangle=lambda m, u: False)
+    assert [s for m, u, s in proxy.seen if "partNumber=" in u and m == "PUT"] == [200, 503]
+    parts = await store.client.list_parts(store.key(upload.id), store.multipart_id(upload.id))
+    assert [p.number for p in parts] == [2]
+    assert (await upload.get_info()).offset == 0
+    # Part 1 and a 1 MiB .part: part 2 (S3 lists it now after part 1) does not count.
+    await small_patch(store, upload.id, 0, MIN_PART_SIZE + MiB, staged)
+    await finish_after_void(store, s3_server, upload.id, MIN_PART_SIZE + MiB, size)
 
 
 @pytest.mark.parametrize("part_mode", PIPED)

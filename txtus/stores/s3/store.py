@@ -17,7 +17,10 @@ L{IUploadPlacer}): a key under the prefix, which the multipart upload and
 the final object then use.  The C{.info}, C{.part} and staged objects stay
 at C{<objectid>...}, found from the ID alone; the C{.info} records the key
 (C{Storage.Key}, tusd's field), and every later request and process reads
-it from there.
+it from there.  Another upload may be placed at the same key, so the
+C{.info} also records the ETag of the object the upload made
+(C{Storage.ETag}), and terminating it deletes the object at its key only
+if that is still the one.
 
 The offset is never written down: it is the sum of the multipart upload's
 parts (numbered 1, 2, ... without a gap) plus the C{.part} object, read
@@ -25,7 +28,10 @@ from S3 on every request, so any process can answer for any upload after
 any crash.  A C{.part} records how many parts existed when it was written
 (C{x-amz-meta-txtus-parts}); once a later part has taken its bytes it is
 stale and ignored, so a crash between uploading that part and deleting the
-C{.part} never counts its bytes twice.
+C{.part} never counts its bytes twice.  A C{.part} may also mark parts S3
+lists but holds with other bytes than were sent (C{_VOID_MARKER}): the
+offset stops before them, and every later C{.part} repeats the mark until
+they are overwritten.
 
 Bodies stream into parts as they arrive (L{S3ChunkWriter}): a part's PUT
 starts as soon as it is full, up to C{concurrency} PUTs run at once while
@@ -85,9 +91,11 @@ DEFAULT_CONCURRENCY = 2
 PART_MODES = ("buffer", "pipe")
 DEFAULT_PART_MODE = "buffer"
 _PARTS_MARKER = "x-amz-meta-txtus-parts"
-# On a .part: the number of a part S3 holds but whose bytes are not the
-# ones sent (a piped part whose ETag is not their MD5); it and the parts
-# after it do not count until overwritten.
+# On a .part: "V" or "V-W", the parts S3 may hold with other bytes than
+# were sent (from V, a piped part whose ETag is not their MD5, to W, the
+# last part that PATCH may have stored).  The offset stops before part V
+# while the marker stands; every later write of the .part repeats it
+# (narrowed past the parts it overwrote), until all of V..W is rewritten.
 _VOID_MARKER = "x-amz-meta-txtus-void-part"
 _OBJECT_ID = r"[A-Za-z0-9_-]{1,128}"
 _UPLOAD_ID = re.compile(_OBJECT_ID + r"\+[A-Za-z0-9._~=-]{1,1024}")
@@ -117,6 +125,37 @@ def check_key(key: Any, prefix: str) -> str:
     return key
 
 
+Void = tuple[int, int]
+
+
+def _parse_void(value: str | None) -> Void | None:
+    """A C{.part}'s void marker: C{"V"} (what older versions wrote) or C{"V-W"}."""
+    if not value:
+        return None
+    first, _, last = value.partition("-")
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start, end = int(first), int(last or first)
+    return (start, end) if 1 <= start <= end else None
+
+
+def _void_header(void: Void | None) -> dict[str, str]:
+    if void is None:
+        return {}
+    return {_VOID_MARKER: str(void[0]) if void[0] == void[1] else f"{void[0]}-{void[1]}"}
+
+
+def _void_left(void: Void | None, rewritten: int) -> Void | None:
+    """What stays void once parts 1..C{rewritten} hold the bytes sent (rewritten since the marker was written)."""
+    if void is None or rewritten >= void[1]:
+        return None
+    return (max(void[0], rewritten + 1), void[1])
+
+
+def _etag_value(etag: str | None) -> str:
+    return (etag or "").strip().strip('"')
+
+
 def _storage_error(error: Exception) -> errors.TusError:
     """An S3 failure as the client sees it: 500, S3's code in the message."""
     if isinstance(error, errors.TusError):
@@ -142,12 +181,15 @@ def _deferred(coroutine: Any) -> Deferred:
 class _State:
     """What S3 holds for an unfinished upload."""
 
-    def __init__(self, parts: list[Part], tail: int, finished_size: int | None, part_object: bool = False) -> None:
+    def __init__(self, parts: list[Part], tail: int, finished_size: int | None, part_object: bool = False,
+                 void: Void | None = None) -> None:
         self.parts = parts
         self.tail = tail
         self.finished_size = finished_size
         # A .part object exists that a new part makes stale: delete it then.
         self.part_object = part_object
+        # The parts S3 may hold with other bytes than were sent (_VOID_MARKER).
+        self.void = void
 
     @property
     def offset(self) -> int:
@@ -324,9 +366,14 @@ class S3Store:
                 await client.upload_part(key, multipart, number, [data])
                 number += 1
                 position = end
+            void = _void_left(state.void, number - 1)
             if position < item.size:
                 data = await client.get_object(item.key, position, item.size)
-                await client.put_object(self.part_key(upload_id), data, {_PARTS_MARKER: str(number - 1)})
+                await client.put_object(self.part_key(upload_id), data,
+                                        {_PARTS_MARKER: str(number - 1), **_void_header(void)})
+            elif number - 1 > after_parts and void is not None:
+                await client.put_object(self.part_key(upload_id), b"",
+                                        {_PARTS_MARKER: str(number - 1), **_void_header(void)})
             elif number - 1 > after_parts:
                 await client.delete_object(self.part_key(upload_id))
             await client.delete_object(item.key)
@@ -350,18 +397,18 @@ class S3Store:
             parts.append(part)
         tail = await self.client.head_object(self.part_key(upload_id))
         size = 0
+        void = None
         if tail is not None:
             marker = (tail.getRawHeaders(_PARTS_MARKER) or [None])[0]
-            void = (tail.getRawHeaders(_VOID_MARKER) or [""])[0]
-            if marker is not None and marker.isdigit() and void == str(int(marker) + 1) \
-                    and len(parts) >= int(marker):
-                # A piped part that S3 holds with other bytes than were
-                # sent: the upload stops before it until it is overwritten.
-                parts = parts[:int(marker)]
+            void = _parse_void((tail.getRawHeaders(_VOID_MARKER) or [None])[0])
+            if void is not None and void[0] <= len(parts):
+                # S3 lists a part with other bytes than were sent: the
+                # upload stops before it until it is overwritten.
+                parts = parts[:void[0] - 1]
             # Without a marker (tusd wrote it) the .part counts, as in tusd.
             if marker is None or marker == str(len(parts)):
                 size = int((tail.getRawHeaders("content-length") or ["0"])[0])
-        return _State(parts, size, None, tail is not None)
+        return _State(parts, size, None, tail is not None, void)
 
     # IDataStore ----------------------------------------------------------
 
@@ -379,7 +426,14 @@ class S3Store:
             # What check_placement returned: the full key, under the prefix.
             if not placed.startswith(self.prefix):
                 raise errors.InvalidStorage("Storage.Key must be under the store's prefix")
-            key = self.prefix + check_key(placed[len(self.prefix):], self.prefix)
+            relative = check_key(placed[len(self.prefix):], self.prefix)
+            key = self.prefix + relative
+            if key != self.prefix + object_id and re.fullmatch(_OBJECT_ID, relative):
+                # Another upload's own key (upload URLs show them): its
+                # bytes would be overwritten, and deleted with this one.
+                log.info("placement {key!r} refused: it is shaped like an upload's own object key",
+                         key=key[:300])
+                raise errors.StorageTaken()
             # A finished object is never overwritten.  (Two uploads placed
             # at one key at once are not seen: the last to finish wins, so
             # hooks should make keys unique, as tusd's docs advise.)
@@ -411,7 +465,44 @@ class S3Store:
     async def _terminate(self, upload: "S3Upload") -> None:
         await self.client.abort_multipart_upload(upload.key, self.multipart_id(upload.id))
         staged = [o.key for o in await self.client.list_objects(self.key(upload.id) + ".staged.")]
-        await self.client.delete_objects([upload.key, self.part_key(upload.id), *staged, self.info_key(upload.id)])
+        own = [upload.key] if await self._owns_object(upload) else []
+        await self.client.delete_objects([*own, self.part_key(upload.id), *staged, self.info_key(upload.id)])
+
+    async def _owns_object(self, upload: "S3Upload") -> bool:
+        """
+        Whether the object at the upload's key is the one it made: always
+        at its own key; at a placed key only if its ETag is the one the
+        C{.info} recorded at completion (another upload placed at the same
+        key may have made it, and a placed upload that never finished made
+        none).
+        """
+        if upload.key == self.key(upload.id):
+            return True
+        recorded = _etag_value(upload.info.storage.get("ETag"))
+        final = await self.client.head_object(upload.key)
+        if final is None:
+            return False
+        if recorded and _etag_value((final.getRawHeaders("etag") or [""])[0]) == recorded:
+            return True
+        log.info("upload {upload_id}: the object at {key!r} is not the one it made (another upload placed there,"
+                 " or it never finished); it stays", upload_id=upload.id, key=upload.key[:300])
+        return False
+
+    async def record_final(self, upload: "S3Upload") -> None:
+        """
+        A placed upload made its object: its C{.info} records the ETag
+        (L{_owns_object}).  The one HEAD answers, not CompleteMultipartUpload's,
+        which some servers (rclone) answer differently; another upload
+        completing at the key between the two is not seen.
+        """
+        if upload.key == self.key(upload.id):
+            return
+        final = await self.client.head_object(upload.key)
+        etag = (final.getRawHeaders("etag") or [""])[0] if final is not None else ""
+        info = await self.read_info(upload.id)
+        info.storage = {**info.storage, "ETag": _etag_value(etag)}
+        await self.write_info(info)
+        upload.info.storage = dict(info.storage)
 
     def declare_length(self, upload: "S3Upload", length: int) -> Deferred:
         return _deferred(self._declare_length(upload, length))
@@ -516,6 +607,7 @@ class S3Store:
                 return False
             raise
         await self.client.complete_multipart_upload(key, fresh, parts)
+        await self.record_final(final)
         await self.client.abort_multipart_upload(key, self.multipart_id(final.id))
         return True
 
@@ -563,6 +655,7 @@ class S3Upload:
         kind = S3StagedChunkWriter if staged else S3ChunkWriter
         writer = kind(store, self.id, state.parts, tail, self.info.size, self.key)
         writer._part_object = state.part_object
+        writer._old_void = state.void
         return writer
 
     def finish(self) -> Deferred:
@@ -593,6 +686,8 @@ class S3Upload:
         except S3Error as e:
             if not (e.not_found and await client.head_object(key) is not None):
                 raise
+        else:
+            await store.record_final(self)
         await client.delete_object(store.part_key(self.id))
 
 
@@ -727,7 +822,10 @@ class S3ChunkWriter:
         self._next_number = len(parts) + 1
         self._had_tail = bool(tail)
         self._part_object = bool(tail)
+        # A part of this chunk S3 answered with other bytes (the first).
         self._void: int | None = None
+        # What the upload's .part marked void when the chunk began.
+        self._old_void: Void | None = None
         self._tail_size = len(tail)
         self._tail_piped = False
         self._pieces = self._new_part()
@@ -921,36 +1019,54 @@ class S3ChunkWriter:
         parts = self._contiguous()
         uploaded = len(parts) > self._base
         if self._error is not None:
-            if self._void is not None and self._void <= len(parts) + 1:
-                await self._mark_void(self._void)
+            void = self._void_after(len(parts))
+            if void is not None and (uploaded or self._void is not None):
+                await self._mark_void(void, len(parts), uploaded)
             elif uploaded:
                 await client.delete_object(self._store.part_key(self._id))
             raise _storage_error(self._error)
         return await self._store_rest(parts, uploaded)
 
-    async def _mark_void(self, number: int) -> None:
+    def _void_after(self, rewritten: int) -> Void | None:
         """
-        S3 holds part C{number} with other bytes than were sent (and it
-        counts in ListParts): write a C{.part} that says so, so the offset
-        stops before it and the next PATCH overwrites it.  The C{.part}
-        keeps the old one's bytes if they went into that part.
+        The parts S3 may hold with other bytes than were sent, once this
+        chunk's parts 1..C{rewritten} are S3's: what the C{.part} marked
+        void and this chunk did not overwrite, and any part of this chunk
+        S3 answered with other bytes, up to the last part it may have
+        stored (a part after it, even one S3 confirmed, stays void: with
+        concurrent PUTs, more than one may be).
+        """
+        void = _void_left(self._old_void, rewritten)
+        if self._void is not None:
+            new = (self._void, max(self._void, self._next_number - 1))
+            void = new if void is None else (min(void[0], new[0]), max(void[1], new[1]))
+        return void
+
+    async def _mark_void(self, void: Void, count: int, uploaded: bool) -> None:
+        """
+        S3 holds parts C{void} (C{V}..C{W}) that may carry other bytes than
+        were sent (and ListParts lists them): write a C{.part} that says so,
+        so the offset stops before part C{V} and a later PATCH overwrites
+        them.  The C{.part} follows C{count} parts, and keeps the old one's
+        bytes if no part took them.
         """
         client, key = self._client, self._store.part_key(self._id)
         tail = b""
-        if number == self._base + 1 and self._had_tail:
+        if not uploaded and self._had_tail:
             tail = await client.get_object(key)
             if len(tail) != self._tail_size:
                 raise errors.InternalServerError("storage error: the upload's .part changed during the PATCH")
         try:
-            await client.put_object(key, tail, {_PARTS_MARKER: str(number - 1), _VOID_MARKER: str(number)})
+            await client.put_object(key, tail, {_PARTS_MARKER: str(count), **_void_header(void)})
         except Exception:
-            log.critical("upload {upload_id}: S3 holds part {number} with other bytes than were sent, and it could"
-                         " not be marked void: the offset counts it until it is overwritten", upload_id=self._id,
-                         number=number)
+            log.critical("upload {upload_id}: S3 holds parts {void} with other bytes than were sent, and they could"
+                         " not be marked void: the offset counts them until they are overwritten",
+                         upload_id=self._id, void=_void_header(void)[_VOID_MARKER])
             raise
-        log.error("upload {upload_id}: S3 answered part {number} with an ETag that is not the MD5 of the bytes sent;"
-                  " the part is void (not counted) until the next PATCH overwrites it", upload_id=self._id,
-                  number=number)
+        if self._void is not None:
+            log.error("upload {upload_id}: S3 answered part {number} with an ETag that is not the MD5 of the bytes"
+                      " sent; parts {void} are void (not counted) until a later PATCH overwrites them",
+                      upload_id=self._id, number=self._void, void=_void_header(void)[_VOID_MARKER])
 
     async def _store_rest(self, parts: list[Part], uploaded: bool) -> int:
         """
@@ -964,17 +1080,28 @@ class S3ChunkWriter:
         complete = self._size is not None and offset + size >= self._size
         if size and (complete or size >= MIN_PART_SIZE):
             await client.upload_part(self._object_key, store.multipart_id(self._id), len(parts) + 1, rest)
-            await client.delete_object(store.part_key(self._id))
+            await self._drop_part_object(len(parts) + 1)
             return offset + size
         if size and (uploaded or self._written > self._start):
-            await client.put_object(store.part_key(self._id), rest, {_PARTS_MARKER: str(len(parts))})
+            # A void part S3 still lists stays void (_VOID_MARKER).
+            await client.put_object(store.part_key(self._id), rest,
+                                    {_PARTS_MARKER: str(len(parts)), **_void_header(self._void_after(len(parts)))})
             return offset + size
         if uploaded and self._part_object:
-            await client.delete_object(store.part_key(self._id))
+            await self._drop_part_object(len(parts))
         if not uploaded and self._tail_piped:
             # The old .part went into a piped part that was aborted: it stays.
             return offset + self._tail_size
         return offset + size
+
+    async def _drop_part_object(self, count: int) -> None:
+        """Parts took the old C{.part}'s bytes: delete it, or empty it if it must still mark parts void."""
+        client, key = self._client, self._store.part_key(self._id)
+        void = self._void_after(count)
+        if void is None:
+            await client.delete_object(key)
+        else:
+            await client.put_object(key, b"", {_PARTS_MARKER: str(count), **_void_header(void)})
 
     def _release(self, result: Any) -> Any:
         """The chunk is over: the bytes waiting in the part being filled (memory or spool file) go."""
