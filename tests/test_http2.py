@@ -96,6 +96,35 @@ def test_twist_tus_over_http2(tmp_path, certificate):
         server.stop()
 
 
+def test_http2_connections_are_counted_until_they_close(tmp_path, certificate):
+    """
+    Once ALPN picked HTTP/2, twisted.web swaps the connection's channel for
+    an H2Connection: the site must still see the connection end (before,
+    it never did: the open-connections gauge only grew, and a graceful stop
+    waited for the connection until it gave up, 5 s later).
+    """
+    import time
+    import urllib.request
+
+    server = faultkit.TwistProcess(tmp_path / "uploads", tmp_path, "--port", tls_port(*certificate))
+    try:
+        plain, port = server.ports()[0], faultkit.wait_until(lambda: server.ports()[1:], "the TLS port")[0]
+        upload(f"https://127.0.0.1:{port}/files/", certificate[1], b"x" * 1000, 600)
+
+        def open_connections() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{plain}/metrics", timeout=faultkit.WAIT) as reply:
+                lines = [line for line in reply.read().decode().splitlines()
+                         if line.startswith("txtus_open_connections ")]
+            return float(lines[0].split()[1])
+
+        faultkit.wait_until(lambda: open_connections() == 1.0, "the HTTP/2 connection to be counted as closed")
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 3.0
+    finally:
+        server.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_slow_store_pauses_the_http2_stream(tmp_path, certificate):
     store = MemoryStore(high_water=16 * 1024, auto_drain=False, reactor=reactor)

@@ -135,6 +135,29 @@ def test_idle_server_exits_zero_at_once(tmp_path):
     server.assert_clean_log()
 
 
+
+def test_idle_kept_alive_connections_are_closed_at_once(tmp_path):
+    """
+    Connections idle between requests are closed as soon as nothing is in
+    flight, with a FIN, not held until the give-up delay and then reset.
+    (twisted.web's per-connection protocol keeps its transport on the
+    channel it wraps: closing through it did nothing, and every stop took
+    AFTER_CUT = 5 s more.)
+    """
+    import time
+
+    server = faultkit.TwistProcess(tmp_path / "uploads", tmp_path, "--shutdown-timeout", "600")
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=faultkit.WAIT)
+    idle.sendall(keep_alive_request(b"OPTIONS", b"/files/"))
+    assert read_reply(idle).status == 200
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert idle.recv(1) == b""  # an orderly close
+    exits_zero(server)
+    assert time.monotonic() - started < 2.0
+    idle.close()
+    server.assert_clean_log()
+
 # Drain, on a real TusSite with a Clock ----------------------------------------
 
 class _StuckBody:

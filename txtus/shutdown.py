@@ -29,6 +29,7 @@ from twisted.internet.error import ReactorNotRunning
 from txtus.logs import Logger
 
 from txtus.web.body import BodyEnd
+from txtus.web import _twisted_private
 from txtus.web.streaming import TusSite
 
 log = Logger()
@@ -82,7 +83,7 @@ class Drain:
             log.warn("shutting down: {count} request(s) did not end in time; closing their connections",
                      count=len(self._site.in_flight))
         for protocol in list(self._site.connections):
-            transport = getattr(protocol, "transport", None)
+            transport = _twisted_private.connection_transport(protocol)
             if transport is not None:
                 transport.abortConnection()
         self._finish(None)

@@ -98,6 +98,18 @@ def set_read_size(request: Any, size: int) -> None:
         transport.bufferSize = size
 
 
+def connection_transport(protocol: Any) -> Any:
+    """
+    The transport of a connection's protocol as a twisted.web site built
+    it: a C{_GenericHTTPChannelProtocol} has none of its own but forwards to
+    the channel it wraps (HTTP/1.1 or HTTP/2), which holds it.
+    """
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+    return transport
+
+
 def set_first_read_size(protocol: Any, size: int) -> None:
     """
     Read up to C{size} bytes per C{recv} on the TCP connection C{protocol}
@@ -224,12 +236,36 @@ def capture_trailers(request: Any) -> None:
     decoder.finishCallback = keep_trailers
 
 
+def when_connection_lost(protocol: Any, callback: Callable[[], None]) -> None:
+    """
+    Call C{callback()} once the connection of C{protocol} (as a twisted.web
+    site built it) is lost.  A C{_GenericHTTPChannelProtocol} forwards
+    C{connectionLost} to the channel it wraps (assigning it on the proxy
+    assigns it on that channel), and replaces its HTTP/1.1 channel with an
+    C{H2Connection} once ALPN picked HTTP/2: the watch goes on the channel,
+    and moves to the new one (L{watch_protocol_switch}).
+    """
+    channel = getattr(protocol, "_channel", protocol)
+    lost = channel.connectionLost
+
+    def connection_lost(reason: Any) -> None:
+        # Once; and no reference cycle left through this closure.
+        del channel.connectionLost
+        protocol.__dict__.pop("_txtus_when_lost", None)
+        callback()
+        lost(reason)
+
+    channel.connectionLost = connection_lost
+    protocol._txtus_when_lost = callback
+
+
 def watch_protocol_switch(protocol: Any) -> None:
     """
     For a protocol a twisted.web site built (C{_GenericHTTPChannelProtocol},
     which picks HTTP/1.1 or HTTP/2 by ALPN on its first bytes): once it
     picked HTTP/2, and before the connection sees a byte, make it keep
-    request trailers (L{_catch_h2_trailers}).
+    request trailers (L{_catch_h2_trailers}) and move the watch of
+    L{when_connection_lost} to the new channel.
     """
     original = getattr(protocol, "dataReceived", None)
     if original is None or not hasattr(protocol, "_negotiatedProtocol") or not hasattr(protocol, "_channel"):
@@ -243,6 +279,9 @@ def watch_protocol_switch(protocol: Any) -> None:
             del protocol.dataReceived
             if protocol._negotiatedProtocol == b"h2":
                 _catch_h2_trailers(protocol._channel)
+                callback = getattr(protocol, "_txtus_when_lost", None)
+                if callback is not None:
+                    when_connection_lost(protocol, callback)
         return original(data)
 
     protocol.dataReceived = data_received

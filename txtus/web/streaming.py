@@ -252,14 +252,7 @@ class TusSite(server.Site):
             _twisted_private.watch_protocol_switch(protocol)
             _twisted_private.set_first_read_size(protocol, HEADER_READ_SIZE)
             self.connections.add(protocol)
-            lost = protocol.connectionLost
-
-            def connection_lost(reason: Any) -> None:
-                del protocol.connectionLost  # no cycle through this closure
-                self._forget(self.connections, protocol)
-                lost(reason)
-
-            protocol.connectionLost = connection_lost
+            _twisted_private.when_connection_lost(protocol, lambda: self._forget(self.connections, protocol))
         return protocol
 
     def stopFactory(self) -> None:
@@ -326,7 +319,7 @@ class TusSite(server.Site):
         @return: a Deferred that fires when they are all closed.
         """
         for protocol in list(self.connections):
-            transport = getattr(protocol, "transport", None)
+            transport = _twisted_private.connection_transport(protocol)
             if transport is not None:
                 transport.loseConnection()
         return self._when_empty(self.connections)
