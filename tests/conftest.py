@@ -13,7 +13,7 @@ from twisted.internet import reactor
 
 from txtus.testing import start_server
 
-from redisserver import redis_prefix, redis_server  # noqa: F401  (fixtures)
+from redisserver import redis_prefix, redis_server, redis_tls_server  # noqa: F401  (fixtures)
 # Session-wide (one Chromium, one npm install, one static site): defined
 # here once, so that every module shares them.
 from browserkit import browser, context, page_files, static_site, twist_tus  # noqa: F401,E402

@@ -39,12 +39,17 @@ import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import unquote, urlsplit
+import re
+import ssl as stdlib_ssl
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import txredisapi
+from OpenSSL import SSL
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet import ssl
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.task import LoopingCall, deferLater
 from txtus.logs import Logger
 from twisted.python.failure import Failure
@@ -94,20 +99,38 @@ return 0
 """
 
 
+# Query parameters of a rediss:// URL: redis-py's names, so that one URL
+# serves both.
+TLS_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where a C{redis://} URL points."""
+    """Where a C{redis://} or C{rediss://} URL points, and how to trust it."""
 
     host: str
     port: int
     db: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    # PEM files (rediss:// only): the CA certificates to trust instead of
+    # the system's, and this client's certificate and key for Redis
+    # servers that require them (tls-auth-clients yes, Redis's default).
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def parse_redis_url(url: str) -> RedisAddress:
     """
-    C{redis://[[user]:password@]host[:port][/db]} -> L{RedisAddress}.
+    C{redis[s]://[[user]:password@]host[:port][/db]} -> L{RedisAddress};
+    C{rediss://} (TLS) takes the query parameters C{ssl_ca_certs},
+    C{ssl_certfile} and C{ssl_keyfile} (file paths).
 
     @raise ValueError: with a message fit for one line of CLI output.
     """
@@ -116,19 +139,94 @@ def parse_redis_url(url: str) -> RedisAddress:
         port = parts.port
     except ValueError as e:
         raise ValueError(f"not a redis:// URL: {url!r} ({e})")
-    if parts.scheme != "redis":
-        raise ValueError(f"not a redis:// URL: {url!r} (only redis:// is supported)")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// URL: {url!r} (only redis:// and rediss:// are supported)")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"unexpected query or fragment in {url!r}")
+    if parts.fragment:
+        raise ValueError(f"unexpected fragment in {url!r}")
+    tls = parts.scheme == "rediss"
+    params: dict[str, str] = {}
+    if parts.query:
+        if not tls:
+            raise ValueError(f"unexpected query in {url!r} (TLS parameters need rediss://)")
+        try:
+            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise ValueError(f"malformed query in {url!r}")
+        for name, value in pairs:
+            if name not in TLS_PARAMETERS:
+                raise ValueError(f"unknown parameter {name!r} in {url!r} (known: {', '.join(TLS_PARAMETERS)})")
+            if name in params:
+                raise ValueError(f"parameter {name!r} given twice in {url!r}")
+            if not value:
+                raise ValueError(f"parameter {name!r} of {url!r} needs a file path")
+            params[name] = value
+    if "ssl_keyfile" in params and "ssl_certfile" not in params:
+        raise ValueError(f"ssl_keyfile without ssl_certfile in {url!r}")
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"the path of {url!r} must be a database number, like /0")
     return RedisAddress(
         host=parts.hostname, port=port or 6379, db=int(path or 0),
         username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None)
+        password=unquote(parts.password) if parts.password is not None else None,
+        tls=tls, ca_certs=params.get("ssl_ca_certs"), certfile=params.get("ssl_certfile"),
+        keyfile=params.get("ssl_keyfile"))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e.strerror or e}")
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def tls_options(address: RedisAddress) -> IOpenSSLClientConnectionCreator:
+    """
+    How the locker's connections check a C{rediss://} server: its
+    certificate must chain to C{ca_certs} (all the certificates in that
+    PEM file), else to the system's trust store, and name C{host} (a DNS
+    name or an IP address); C{certfile}/C{keyfile} present this client.
+    The files are read now, once: a bad one is a start-up error.
+
+    @raise ValueError: with a message fit for one line of CLI output.
+    """
+    trust: Any = None  # the system's trust store
+    if address.ca_certs:
+        pems = _PEM_CERTIFICATE.findall(_read(address.ca_certs, "ssl_ca_certs"))
+        if not pems:
+            raise ValueError(f"ssl_ca_certs {address.ca_certs!r} holds no PEM certificate")
+        try:
+            trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in pems])
+        except Exception as e:
+            raise ValueError(f"ssl_ca_certs {address.ca_certs!r}: not a usable certificate ({e})")
+    client = None
+    if address.certfile:
+        pem = _read(address.certfile, "ssl_certfile")
+        if address.keyfile:
+            pem += b"\n" + _read(address.keyfile, "ssl_keyfile")
+        try:
+            client = ssl.PrivateCertificate.loadPEM(pem)
+        except Exception as e:
+            files = address.certfile + (f" and {address.keyfile}" if address.keyfile else "")
+            raise ValueError(f"ssl_certfile: {files} do not hold a PEM certificate and its key ({e})")
+    return ssl.optionsForClientTLS(address.host, trustRoot=trust, clientCertificate=client)
+
+
+def _stdlib_context(address: RedisAddress) -> stdlib_ssl.SSLContext:
+    """The same checks as L{tls_options}, for the blocking L{probe}."""
+    try:
+        context = stdlib_ssl.create_default_context(cafile=address.ca_certs)
+        if address.certfile:
+            context.load_cert_chain(address.certfile, address.keyfile)
+    except (OSError, stdlib_ssl.SSLError) as e:
+        raise ValueError(f"cannot use the TLS files of the Redis URL: {e.strerror or e}")
+    return context
 
 
 def probe(url: str, timeout: float = 3.0) -> None:
@@ -140,25 +238,46 @@ def probe(url: str, timeout: float = 3.0) -> None:
     @raise ValueError: with a message fit for one line of CLI output.
     """
     address = parse_redis_url(url)
+    context = None
+    if address.tls:
+        tls_options(address)  # what the locker will use; names a file it cannot read
+        context = _stdlib_context(address)
     commands: list[tuple[str, ...]] = []
     if address.password is not None:
         commands.append(("AUTH", address.username, address.password) if address.username
                         else ("AUTH", address.password))
     commands += [("SELECT", str(address.db)), ("PING",)]
-    where = f"{address.host}:{address.port}"
+    where = address.where
     try:
-        with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
-            reader = sock.makefile("rb")
-            for command in commands:
-                sock.sendall(_encode(command))
-                line = reader.readline()
-                if not line:
-                    raise ValueError(f"Redis at {where} closed the connection")
-                if line.startswith(b"-"):
-                    message = line[1:].decode("utf-8", "replace").strip()
-                    raise ValueError(f"Redis at {where} refused {command[0]}: {message}")
+        with socket.create_connection((address.host, address.port), timeout=timeout) as raw:
+            sock = raw
+            if context is not None:
+                try:
+                    sock = context.wrap_socket(raw, server_hostname=address.host)
+                except stdlib_ssl.SSLError as e:
+                    raise ValueError(f"TLS with Redis at {where} failed: {e.reason or e}"
+                                     f"{_verify_detail(e)}")
+            with sock:
+                reader = sock.makefile("rb")
+                for command in commands:
+                    sock.sendall(_encode(command))
+                    line = reader.readline()
+                    if not line:
+                        raise ValueError(f"Redis at {where} closed the connection"
+                                         + (" (is it a TLS port? use rediss://)" if not address.tls else ""))
+                    if line.startswith(b"-"):
+                        message = line[1:].decode("utf-8", "replace").strip()
+                        raise ValueError(f"Redis at {where} refused {command[0]}: {message}")
+    except stdlib_ssl.SSLError as e:
+        raise ValueError(f"TLS with Redis at {where} failed: {e.reason or e}")
     except OSError as e:
-        raise ValueError(f"cannot reach Redis at {where}: {e.strerror or e}")
+        hint = " (is it a TLS port? use rediss://)" if isinstance(e, ConnectionResetError) and not address.tls else ""
+        raise ValueError(f"cannot reach Redis at {where}: {e.strerror or e}{hint}")
+
+
+def _verify_detail(error: stdlib_ssl.SSLError) -> str:
+    message = getattr(error, "verify_message", None)
+    return f" ({message})" if message else ""
 
 
 def _encode(command: tuple[str, ...]) -> bytes:
@@ -174,7 +293,8 @@ class RedisLocker(CrossProcessLocker, Service):
     An C{ILocker} and an C{IService}: start it (C{make_service} does, or
     call C{startService}) to connect; L{ready} fires once it can lock.
 
-    @param url: C{redis://[[user]:password@]host[:port][/db]}.
+    @param url: C{redis://[[user]:password@]host[:port][/db]}, or
+        C{rediss://...} for TLS (see L{parse_redis_url}).
     @param acquire_timeout: seconds a request waits for a lock before
         C{LockTimeout} (tusd: 20).
     @param lease: seconds a lock outlives a holder that stopped renewing it
@@ -198,6 +318,7 @@ class RedisLocker(CrossProcessLocker, Service):
         super().__init__(acquire_timeout, acquirer_poll_interval, reactor)
         self.url = url
         self.address = parse_redis_url(url)
+        self._tls = tls_options(self.address) if self.address.tls else None
         self.lease = lease
         self.key_prefix = key_prefix
         self.command_timeout = command_timeout
@@ -208,6 +329,7 @@ class RedisLocker(CrossProcessLocker, Service):
         self._by_token: dict[str, _RedisLock] = {}
         self._trying: set[str] = set()
         self._outage = False
+        self._tls_failing = False
         self._client: Any = None
         self._subscriber: Any = None
         self._subscribed: list[Deferred] = []
@@ -225,10 +347,12 @@ class RedisLocker(CrossProcessLocker, Service):
         address = self.address
         self._client = txredisapi.lazyConnection(
             address.host, address.port, dbid=address.db, reconnect=True, password=address.password,
-            username=address.username, connectTimeout=self.command_timeout, replyTimeout=self.command_timeout)
+            username=address.username, connectTimeout=self.command_timeout, replyTimeout=self.command_timeout,
+            ssl_context_factory=self._tls or False)
         factory = _ListenerFactory(self)
-        factory.startConnecting(HostnameEndpoint(self._clock, address.host, address.port,
-                                                 timeout=self.command_timeout))
+        endpoint = HostnameEndpoint(self._clock, address.host, address.port, timeout=self.command_timeout)
+        # The release requests come over TLS too when the commands do.
+        factory.startConnecting(wrapClientTLS(self._tls, endpoint) if self._tls is not None else endpoint)
         self._subscriber = factory
 
     def stopService(self) -> Deferred:
@@ -403,11 +527,31 @@ class RedisLocker(CrossProcessLocker, Service):
             # after the lease.
             self._script(_RELEASE, key, token).addErrback(lambda f: None)
 
+    def _tls_failed(self, why: Failure) -> None:
+        # Both connections fail alike (same server, same checks); the
+        # subscription's says why, once per run of failures, since the
+        # commands only time out.
+        if not self._tls_failing:
+            self._tls_failing = True
+            log.error("TLS with Redis at {where} failed: {error}", where=self.address.where,
+                      error=_tls_error(why))
+
     def _now_subscribed(self) -> None:
+        self._tls_failing = False
         self._is_subscribed = True
         waiting, self._subscribed = self._subscribed, []
         for d in waiting:
             d.callback(None)
+
+
+def _tls_error(why: Failure) -> str:
+    """pyOpenSSL's error list, as one line: C{certificate verify failed}, ..."""
+    args = why.value.args
+    if args and isinstance(args[0], list):
+        reasons = [str(entry[-1]) for entry in args[0] if isinstance(entry, tuple) and entry]
+        if reasons:
+            return ", ".join(reasons)
+    return why.getErrorMessage() or why.type.__name__
 
 
 def _unavailable(message: str) -> Deferred:
@@ -463,7 +607,10 @@ class _Listener(txredisapi.SubscriberProtocol):
         return result
 
     def connectionLost(self, why: Any) -> None:
-        self.factory.locker._is_subscribed = False
+        locker = self.factory.locker
+        locker._is_subscribed = False
+        if why.check(SSL.Error):
+            locker._tls_failed(why)
         super().connectionLost(why)
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
@@ -484,4 +631,4 @@ class _ListenerFactory(txredisapi.SubscriberFactory):
         self.username = locker.address.username
 
 
-__all__ = ["DEFAULT_URL", "RedisAddress", "RedisLocker", "parse_redis_url", "probe"]
+__all__ = ["DEFAULT_URL", "RedisAddress", "RedisLocker", "parse_redis_url", "probe", "tls_options"]
