@@ -53,13 +53,19 @@ class RedisServer:
         """A key prefix no other test uses."""
         return f"test-{uuid.uuid4().hex[:12]}:"
 
-    def command(self, *args: str) -> bytes:
-        """One command over a plain socket (for checks the locker does not make)."""
+    def command(self, *args: str, client: tuple[Path, Path] | None = None) -> bytes:
+        """
+        One command over a plain socket (TLS for a TLS server, presenting
+        C{client}, a key and certificate file, if given), for checks the
+        locker does not make.
+        """
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
             sock = raw
             if self.ca_file is not None:
-                sock = ssl.create_default_context(cafile=str(self.ca_file)).wrap_socket(
-                    raw, server_hostname="127.0.0.1")
+                context = ssl.create_default_context(cafile=str(self.ca_file))
+                if client is not None:
+                    context.load_cert_chain(str(client[1]), str(client[0]))
+                sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
             parts = [b"*%d\r\n" % len(args)]
             for arg in args:
                 data = arg.encode()
@@ -104,27 +110,30 @@ def start(directory: Path, port: int | None = None) -> RedisServer:
 
 
 def start_tls(directory: Path, ca: "CA", port: int | None = None,
-              server: tuple[Path, Path] | None = None) -> RedisServer:
+              server: tuple[Path, Path] | None = None, client_auth: bool = False) -> RedisServer:
     """
     Start redis-server listening for TLS only, on C{port}, with C{server}
     (key file, certificate file: by default one C{ca} signs for
-    127.0.0.1); clients are not asked for certificates.  Skips when this
+    127.0.0.1); clients must present a certificate C{ca} signs only with
+    C{client_auth}.  Skips when this
     redis-server has no TLS.
     """
     port = port or free_port()
     key_file, cert_file = server or ca.issue(directory, "127.0.0.1")
     args = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert_file),
             "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca.cert_file),
-            "--tls-auth-clients", "no"]
+            "--tls-auth-clients", "yes" if client_auth else "no"]
+    client = ca.issue(directory, "127.0.0.1", name="probe-client") if client_auth else None
     try:
-        return _start(directory, port, args, ca_file=ca.cert_file)
+        return _start(directory, port, args, ca_file=ca.cert_file, client=client)
     except RuntimeError as e:
         if "tls" in str(e).lower() and ("not supported" in str(e).lower() or "bad directive" in str(e).lower()):
             pytest.skip(f"this redis-server was built without TLS: {e}")
         raise
 
 
-def _start(directory: Path, port: int, listen: list[str], ca_file: Path | None = None) -> RedisServer:
+def _start(directory: Path, port: int, listen: list[str], ca_file: Path | None = None,
+           client: tuple[Path, Path] | None = None) -> RedisServer:
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.skip("redis-server is not installed (Debian package redis-server, see .ci/system-packages)")
@@ -142,7 +151,7 @@ def _start(directory: Path, port: int, listen: list[str], ca_file: Path | None =
             raise RuntimeError(f"redis-server exited with {process.returncode}: {stderr[-2000:]}"
                                f"{log.read_text()[-2000:] if log.exists() else ''}")
         try:
-            if server.command("PING") == b"+PONG\r\n":
+            if server.command("PING", client=client) == b"+PONG\r\n":
                 return server
         except OSError:
             pass

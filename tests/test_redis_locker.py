@@ -316,3 +316,119 @@ async def test_not_started_says_so(redis_server):
         await got(d.addErrback(failures.append))
         assert failures[0].check(errors.LockerUnavailable)
         assert "not started" in failures[0].value.message
+
+
+# rediss:// (TLS) -----------------------------------------------------------
+
+def test_parse_rediss_url(tmp_path):
+    address = parse_redis_url("rediss://u:p@example.org:6380/2?ssl_ca_certs=/etc/ca.pem"
+                              "&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+    assert (address.tls, address.host, address.port, address.db, address.username, address.password) == (
+        True, "example.org", 6380, 2, "u", "p")
+    assert (address.ca_certs, address.certfile, address.keyfile) == ("/etc/ca.pem", "/c.pem", "/k.pem")
+    address = parse_redis_url("rediss://example.org")
+    assert (address.tls, address.port, address.ca_certs, address.certfile) == (True, 6379, None, None)
+    assert parse_redis_url("redis://example.org").tls is False
+    for bad, message in [
+        ("redis://h/0?ssl_ca_certs=/ca.pem", "need rediss://"),
+        ("rediss://h/0?ssl_cert_reqs=none", "unknown parameter 'ssl_cert_reqs'"),
+        ("rediss://h/0?ssl_ca_certs=", "needs a file path"),
+        ("rediss://h/0?ssl_ca_certs=/a&ssl_ca_certs=/b", "given twice"),
+        ("rediss://h/0?ssl_keyfile=/k.pem", "ssl_keyfile without ssl_certfile"),
+        ("rediss://h/0?junk", "malformed query"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_redis_url(bad)
+
+
+def test_tls_files_are_checked_at_once(tmp_path):
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for url, message in [
+        (f"rediss://127.0.0.1/0?ssl_ca_certs={tmp_path}/missing.pem", "cannot read ssl_ca_certs .*missing.pem"),
+        (f"rediss://127.0.0.1/0?ssl_ca_certs={not_pem}", "holds no PEM certificate"),
+        (f"rediss://127.0.0.1/0?ssl_certfile={not_pem}", "ssl_certfile: .* do not hold a PEM certificate"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RedisLocker(url)
+        with pytest.raises(ValueError, match=message):
+            probe(url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_two_processes_ask_each_other(make_locker, redis_tls_server):
+    # The server listens for TLS only (--port 0): the commands and the
+    # release-request subscription both go over TLS, or this would not work.
+    one, other = await ready(make_locker(redis_tls_server.url)), await ready(make_locker(redis_tls_server.url))
+    holder = Holder()
+    lock = await got(one.lock("a", holder))
+    waiting = other.lock("a", Holder())
+    await soon(lambda: holder.asked, "the holder to be asked over TLS")
+    await got(lock.unlock())
+    await got((await got(waiting)).unlock())
+    assert holder.asked == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_certificate_of_another_ca_is_refused(make_locker, redis_tls_server, tmp_path):
+    stranger = redisserver.make_ca(tmp_path, "stranger")
+    url = redis_tls_server.url.split("?")[0] + f"?ssl_ca_certs={stranger.cert_file}"
+    with pytest.raises(ValueError, match="TLS with Redis at 127.0.0.1:[0-9]+ failed: CERTIFICATE_VERIFY_FAILED"):
+        probe(url, timeout=2)
+    # Not the system's trust store's either.
+    with pytest.raises(ValueError, match="CERTIFICATE_VERIFY_FAILED"):
+        probe(redis_tls_server.url.split("?")[0], timeout=2)
+    said: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == "txtus.lockers.redis":
+            said.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        locker = make_locker(url, command_timeout=0.5)
+        failures: list = []
+        started = reactor.seconds()
+        await got(locker.lock("a", Holder()).addErrback(failures.append))
+        assert failures[0].check(errors.LockerUnavailable)
+        assert reactor.seconds() - started < 5
+        await soon(lambda: any("TLS with Redis" in line for line in said), "the TLS failure to be logged")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    tls_lines = [line for line in said if "TLS with Redis" in line]
+    assert "certificate verify failed" in tls_lines[0], tls_lines
+    assert len(tls_lines) == 1, said  # once, not at every reconnection attempt
+
+
+def test_tls_probe_mutual_tls(tmp_path):
+    """A redis-server that requires client certificates (Redis's default)."""
+    ca = redisserver.make_ca(tmp_path)
+    server = redisserver.start_tls(tmp_path, ca, client_auth=True)
+    try:
+        url = server.url
+        with pytest.raises(ValueError, match="TLS with Redis|closed the connection|cannot reach"):
+            probe(url, timeout=2)
+        key_file, cert_file = ca.issue(tmp_path, "127.0.0.1", name="client")
+        probe(f"{url}&ssl_certfile={cert_file}&ssl_keyfile={key_file}")
+    finally:
+        redisserver.stop(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_mutual_locker(make_locker, tmp_path):
+    ca = redisserver.make_ca(tmp_path)
+    server = redisserver.start_tls(tmp_path, ca, client_auth=True)
+    try:
+        key_file, cert_file = ca.issue(tmp_path, "127.0.0.1", name="client")
+        url = f"{server.url}&ssl_certfile={cert_file}&ssl_keyfile={key_file}"
+        one, other = await ready(make_locker(url)), await ready(make_locker(url))
+        holder = Holder()
+        lock = await got(one.lock("a", holder))
+        waiting = other.lock("a", Holder())
+        await soon(lambda: holder.asked, "the holder to be asked")
+        await got(lock.unlock())
+        await got((await got(waiting)).unlock())
+        for locker in (one, other):
+            await got(locker.stopService())
+    finally:
+        redisserver.stop(server)
