@@ -17,6 +17,8 @@ from txtus.lockers.redis import RedisLocker
 from txtus.service import make_service
 from txtus.tap import Options, build_config
 
+import redisserver
+from faultkit import TwistProcess, create, head, patch
 from redisserver import free_port
 
 
@@ -66,3 +68,42 @@ def test_bad_redis_options(tmp_path, redis_server, args, message):
     args = [a.format(free=free_port(), url=redis_server.url.rsplit("/", 1)[0]) for a in args]
     with pytest.raises(usage.UsageError, match=message):
         Options().parseOptions(["--path", str(tmp_path), "--locker", "redis", *args])
+
+
+@pytest.mark.parametrize("query, message", [
+    ("?ssl_ca_certs={missing}", "--redis-url: cannot read ssl_ca_certs .*missing.pem.: No such file"),
+    ("?ssl_ca_certs={stranger}", "--redis-url: TLS with Redis at 127.0.0.1:[0-9]+ failed: CERTIFICATE_VERIFY_FAILED"),
+    ("?ssl_ca_certs={ca}&ssl_verify=no", "--redis-url: unknown parameter 'ssl_verify'"),
+    ("", "--redis-url: TLS with Redis at 127.0.0.1:[0-9]+ failed: CERTIFICATE_VERIFY_FAILED"),  # system trust
+])
+def test_bad_rediss_options(tmp_path, redis_tls_server, query, message):
+    stranger = redisserver.make_ca(tmp_path, "stranger")
+    url = redis_tls_server.url.split("?")[0] + query.format(
+        missing=tmp_path / "missing.pem", stranger=stranger.cert_file, ca=redis_tls_server.ca_file)
+    with pytest.raises(usage.UsageError, match=message):
+        Options().parseOptions(["--path", str(tmp_path), "--locker", "redis", "--redis-url", url])
+
+
+def test_plain_redis_url_for_a_tls_port_says_so(tmp_path, redis_tls_server):
+    url = redis_tls_server.url.split("?")[0].replace("rediss://", "redis://")
+    with pytest.raises(usage.UsageError, match="--redis-url: .*use rediss://"):
+        Options().parseOptions(["--path", str(tmp_path), "--locker", "redis", "--redis-url", url])
+
+
+def test_twist_tus_with_rediss_serves_uploads(tmp_path, redis_tls_server, redis_prefix):
+    """The server listens for TLS only: the locks and their release channel go over TLS."""
+    (tmp_path / "logs").mkdir()
+    server = TwistProcess(tmp_path / "uploads", tmp_path / "logs", "--locker", "redis",
+                          "--redis-url", redis_tls_server.url, "--redis-key-prefix", redis_prefix)
+    try:
+        data = b"over TLS" * 1000
+        upload_id = create(server.port, len(data))
+        reply = patch(server.port, upload_id, 0, data[:3000])
+        assert reply.status == 204 and reply.offset == 3000, reply
+        reply = patch(server.port, upload_id, 3000, data[3000:])
+        assert reply.status == 204 and reply.offset == len(data), reply
+        assert head(server.port, upload_id).offset == len(data)
+        assert server.stored(upload_id) == data
+    finally:
+        server.stop()
+    server.assert_clean_log()
