@@ -77,7 +77,7 @@ class Options(usage.Options):
         ["lock-release-after", None, "0.5", "Seconds a PATCH's client must have been silent before another request for the upload interrupts it."],
         ["locker", None, "memory", "Upload locks: memory (this process only), file (flock in --lock-dir: several processes on one machine) or redis (processes on several machines; see --redis-url)."],
         ["lock-dir", None, None, "Directory of the lock files of --locker file, shared by the processes; default --path (required with --s3-bucket)."],
-        ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db]."],
+        ["redis-url", None, DEFAULT_URL, "Redis server of --locker redis: redis://[[user]:password@]host[:port][/db], or rediss://... for TLS (?ssl_ca_certs=ca.pem, &ssl_certfile=, &ssl_keyfile= for client certificates)."],
         ["redis-lock-lease", None, "10", "Seconds an upload stays locked after the process holding it died (--locker redis); renewed every third of it while held."],
         ["redis-key-prefix", None, "txtus:", "Prefix of the Redis keys and channels of --locker redis (to share one Redis between deployments)."],
         ["expire-after", None, None, "Remove unfinished uploads this long after creation or their last PATCH (e.g. 24h, 30m, 3600)."],
