@@ -342,9 +342,20 @@ def test_parse_rediss_url(tmp_path):
 
 
 def test_tls_files_are_checked_at_once(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("hello\n")
+    ca = redisserver.make_ca(tmp_path)
+    _, cert_file = ca.issue(tmp_path, "127.0.0.1", name="client")
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
     for url, message in [
+        # Not a prompt for the passphrase on the terminal.
+        (f"rediss://127.0.0.1/0?ssl_certfile={cert_file}&ssl_keyfile={encrypted}", "the client key is encrypted"),
         (f"rediss://127.0.0.1/0?ssl_ca_certs={tmp_path}/missing.pem", "cannot read ssl_ca_certs .*missing.pem"),
         (f"rediss://127.0.0.1/0?ssl_ca_certs={not_pem}", "holds no PEM certificate"),
         (f"rediss://127.0.0.1/0?ssl_certfile={not_pem}", "ssl_certfile: .* do not hold a PEM certificate"),

@@ -35,16 +35,16 @@ backoff); see docs/redis-locker.md.
 from __future__ import annotations
 
 import itertools
+import re
 import socket
+import ssl as stdlib_ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
-import re
-import ssl as stdlib_ssl
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import txredisapi
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred, succeed
 from twisted.internet import ssl
@@ -196,23 +196,28 @@ def tls_options(address: RedisAddress) -> IOpenSSLClientConnectionCreator:
 
     @raise ValueError: with a message fit for one line of CLI output.
     """
-    trust: Any = None  # the system's trust store
+    # An IOpenSSLTrustRoot (twisted.internet.ssl does not export the
+    # interface); None: the system's trust store.
+    trust: Any = None
     if address.ca_certs:
         pems = _PEM_CERTIFICATE.findall(_read(address.ca_certs, "ssl_ca_certs"))
         if not pems:
             raise ValueError(f"ssl_ca_certs {address.ca_certs!r} holds no PEM certificate")
         try:
             trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in pems])
-        except Exception as e:
+        except (crypto.Error, SSL.Error, ValueError) as e:
             raise ValueError(f"ssl_ca_certs {address.ca_certs!r}: not a usable certificate ({e})")
     client = None
     if address.certfile:
         pem = _read(address.certfile, "ssl_certfile")
         if address.keyfile:
             pem += b"\n" + _read(address.keyfile, "ssl_keyfile")
+        if b"ENCRYPTED" in pem:
+            # OpenSSL would ask for the passphrase on the terminal.
+            raise ValueError("the client key is encrypted; give ssl_keyfile an unencrypted key")
         try:
             client = ssl.PrivateCertificate.loadPEM(pem)
-        except Exception as e:
+        except (crypto.Error, SSL.Error, ValueError) as e:
             files = address.certfile + (f" and {address.keyfile}" if address.keyfile else "")
             raise ValueError(f"ssl_certfile: {files} do not hold a PEM certificate and its key ({e})")
     return ssl.optionsForClientTLS(address.host, trustRoot=trust, clientCertificate=client)
