@@ -32,7 +32,39 @@ _READ = 64 * 1024
 
 
 @implementer(IBodyProducer)
-class PiecesProducer:
+class _PacedProducer:
+    """
+    A request body written as the connection takes it: the HTTP client
+    registers the producer on its transport, which pauses and resumes it as
+    its buffer fills and drains; C{_pump} writes until paused or done.
+    """
+
+    length: int
+    _paused = False
+    _consumer: Any = None
+    _done: Deferred | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred:
+        self._consumer = consumer
+        self._done = done = Deferred()
+        self._pump()
+        return done
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._done = None
+
+
+class PiecesProducer(_PacedProducer):
     """
     A request body made of byte strings already in memory (a buffered part),
     written one at a time as the connection takes them, so the transport
@@ -43,17 +75,6 @@ class PiecesProducer:
         self._pieces = pieces
         self.length = sum(len(p) for p in pieces)
         self._index = 0
-        self._paused = False
-        self._consumer: Any = None
-        self._done: Deferred | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred:
-        self._consumer = consumer
-        self._done = done = Deferred()
-        # The HTTP client registers us on its transport, which pauses and
-        # resumes us as its buffer fills and drains.
-        self._pump()
-        return done
 
     def _pump(self) -> None:
         while not self._paused and self._done is not None and self._index < len(self._pieces):
@@ -71,20 +92,12 @@ class PiecesProducer:
         self._pieces = []
         self._index = 0
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pump()
-
     def stopProducing(self) -> None:
-        self._done = None
+        super().stopProducing()
         self._release()
 
 
-@implementer(IBodyProducer)
-class FileRangeProducer:
+class FileRangeProducer(_PacedProducer):
     """
     C{length} bytes of an open file from offset 0, read a socket buffer at
     a time as the connection takes them (C{pread}: tries of the same part
@@ -96,15 +109,6 @@ class FileRangeProducer:
         self._fd = fd
         self.length = length
         self._position = 0
-        self._paused = False
-        self._consumer: Any = None
-        self._done: Deferred | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred:
-        self._consumer = consumer
-        self._done = done = Deferred()
-        self._pump()
-        return done
 
     def _pump(self) -> None:
         while not self._paused and self._done is not None and self._position < self.length:
@@ -121,16 +125,6 @@ class FileRangeProducer:
         if self._done is not None and self._position >= self.length:
             done, self._done = self._done, None
             done.callback(None)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:
-        self._done = None
 
 
 class MemoryPart:
