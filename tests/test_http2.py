@@ -309,3 +309,51 @@ def test_ietf_draft_104_over_http2(h2_server):
     assert final["location"] == location
     assert server.stored(location.rsplit("/", 1)[1]) == b"hello h2"
     server.assert_clean_log()
+
+
+def test_graceful_stop_says_goaway_to_an_idle_http2_connection(h2_server):
+    """
+    An HTTP/2 client learns why its idle connection ends: a GOAWAY with
+    NO_ERROR (no new streams here; retry elsewhere), then the close, at
+    once, not when the stop gives up on the connection.
+    """
+    import signal
+    import socket
+    import time
+
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+    server, port, cert_file = h2_server
+    tls = ssl.create_default_context(cafile=str(cert_file))
+    tls.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=faultkit.WAIT)
+    with tls.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "OPTIONS"), (":scheme", "https"), (":authority", f"127.0.0.1:{port}"),
+                                   (":path", "/files/")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        events: list = []
+        while not any(isinstance(e, h2.events.StreamEnded) for e in events):
+            events += conn.receive_data(sock.recv(65536))
+            sock.sendall(conn.data_to_send())
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        goaway = None
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (ssl.SSLError, OSError):
+                break
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    goaway = event
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert server.process.wait(faultkit.WAIT) == 0
+    assert time.monotonic() - started < 2.0

@@ -110,6 +110,31 @@ def connection_transport(protocol: Any) -> Any:
     return transport
 
 
+def close_connection(protocol: Any) -> None:
+    """
+    Close a site's connection once what was written to it is sent.  On
+    HTTP/2 a GOAWAY (NO_ERROR) goes first, so the client knows the server
+    is going away and opens no new stream on it; Twisted's C{H2Connection}
+    only sends one when its idle timeout fires.
+    """
+    channel = getattr(protocol, "_channel", None)
+    h2_state = getattr(channel, "conn", None)
+    if h2_state is not None and hasattr(h2_state, "close_connection"):
+        from h2.exceptions import ProtocolError
+        try:
+            h2_state.close_connection()
+            channel.transport.write(h2_state.data_to_send())
+        except ProtocolError:
+            pass  # the connection is already closing
+    transport = connection_transport(protocol)
+    if transport is not None:
+        # The channel is registered as the transport's producer; TLS waits
+        # for its producer to go before it shuts down, so an idle HTTPS or
+        # HTTP/2 connection would stay open until aborted.
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+
 def set_first_read_size(protocol: Any, size: int) -> None:
     """
     Read up to C{size} bytes per C{recv} on the TCP connection C{protocol}

@@ -314,14 +314,13 @@ class TusSite(server.Site):
 
     def close_connections(self) -> Deferred:
         """
-        Close every connection once what was written to it is sent.
+        Close every connection once what was written to it is sent (an
+        HTTP/2 one with a GOAWAY first).
 
         @return: a Deferred that fires when they are all closed.
         """
         for protocol in list(self.connections):
-            transport = _twisted_private.connection_transport(protocol)
-            if transport is not None:
-                transport.loseConnection()
+            _twisted_private.close_connection(protocol)
         return self._when_empty(self.connections)
 
     def _when_empty(self, items: set[Any]) -> Deferred:
