@@ -346,6 +346,8 @@ class S3Store:
         """
         key = key or self.key(upload_id)
         state = await self._state(upload_id, key)
+        if state.finished_size is not None:
+            return state  # complete: nothing is appended any more (no listing)
         staged = await self.client.list_objects(self.key(upload_id) + ".staged.")
         for item in staged:
             after = item.key.rsplit(".", 1)[1]
