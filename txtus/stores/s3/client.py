@@ -13,7 +13,6 @@ gets a fresh body producer.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -244,14 +243,9 @@ class S3Client:
 
     async def put_object(self, key: str, data: bytes | list[bytes] | MemoryPart | SpooledPart,
                          headers: dict[str, str] | None = None) -> None:
-        headers = dict(headers or {})
-        if isinstance(data, (MemoryPart, SpooledPart)):
-            headers["Content-MD5"] = data.md5_base64()
-            await self.request("PutObject", "PUT", key, headers=headers, body=data.producer)
-            return
-        pieces = [data] if isinstance(data, bytes) else data
-        headers["Content-MD5"] = _md5_base64(pieces)
-        await self.request("PutObject", "PUT", key, headers=headers, body=lambda: PiecesProducer(pieces))
+        part = _as_part(data)
+        headers = {**(headers or {}), "Content-MD5": part.md5_base64()}
+        await self.request("PutObject", "PUT", key, headers=headers, body=part.producer)
 
     async def get_object(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """A small object (or a range of one), read whole: C{.info}, C{.part}."""
@@ -288,7 +282,7 @@ class S3Client:
             body = f'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>{objects}</Delete>'
             data = body.encode("utf-8")
             _, content = await self.request("DeleteObjects", "POST", None, query=[("delete", "")],
-                                            headers={"Content-MD5": _md5_base64([data])}, body=data)
+                                            headers={"Content-MD5": MemoryPart([data]).md5_base64()}, body=data)
             root = _parse_xml(content, "DeleteObjects")
             for error in _children(root, "Error"):
                 if _text(error, "Code") != "NoSuchKey":
@@ -328,16 +322,10 @@ class S3Client:
 
         @return: the part's ETag.
         """
-        if isinstance(pieces, (MemoryPart, SpooledPart)):
-            headers = {"Content-MD5": pieces.md5_base64()}
-            body: Body = pieces.producer
-        else:
-            listed = pieces
-            headers = {"Content-MD5": _md5_base64(listed)}
-            body = lambda: PiecesProducer(listed)  # noqa: E731
+        part = _as_part(pieces)
         response, _ = await self.request("UploadPart", "PUT", key,
                                          query=[("partNumber", str(number)), ("uploadId", upload_id)],
-                                         headers=headers, body=body)
+                                         headers={"Content-MD5": part.md5_base64()}, body=part.producer)
         return _etag(response)
 
     async def upload_part_streamed(self, key: str, upload_id: str, number: int,
@@ -414,11 +402,11 @@ def _etag(response: Any) -> str:
     return values[0]
 
 
-def _md5_base64(pieces: list[bytes]) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    for piece in pieces:
-        digest.update(piece)
-    return base64.b64encode(digest.digest()).decode("ascii")
+def _as_part(data: bytes | list[bytes] | MemoryPart | SpooledPart) -> MemoryPart | SpooledPart:
+    """A body given as byte strings, as the buffered part it then is."""
+    if isinstance(data, (MemoryPart, SpooledPart)):
+        return data
+    return MemoryPart([data] if isinstance(data, bytes) else data)
 
 
 def _xml_escape(text: str) -> str:

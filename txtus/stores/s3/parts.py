@@ -130,9 +130,9 @@ class FileRangeProducer(_PacedProducer):
 class MemoryPart:
     """A part's bytes as the byte strings they arrived in (never joined)."""
 
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-        self.length = 0
+    def __init__(self, pieces: list[bytes] | None = None) -> None:
+        self._pieces: list[bytes] = list(pieces or ())
+        self.length = sum(len(p) for p in self._pieces)
 
     def append(self, data: bytes) -> None:
         self._pieces.append(data)
