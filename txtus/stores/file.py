@@ -164,7 +164,7 @@ def _regular_size(path: str, root: str | None = None) -> int:
     return status.st_size
 
 
-# Temporary file names: unique per process by a random tag drawn once, then
+# Temporary and staging file names: unique per process by a random tag drawn once, then
 # by a counter; a name per write drawn from the kernel's random source cost
 # a system call each.  Created with O_EXCL all the same.
 _PROCESS_TAG = secrets.token_hex(4)
@@ -585,7 +585,10 @@ class FileStore:
         try:
             info = self.read_info(upload.id)
             info.expires = expires
-            self.write_info(info)
+            # Pushed back after every PATCH: no directory sync (a journal
+            # commit) each time; a power loss could only bring back the
+            # previous expiry, as the next PATCH would renew it.
+            self.write_info(info, lasting_name=False)
         except errors.TusError as e:
             return fail(e)
         except OSError as e:
@@ -643,7 +646,7 @@ class FileStore:
 
     def open_staged_chunk(self, upload: "FileUpload", offset: int) -> Deferred:
         def opened(ignored: None) -> "FileStagedChunkWriter":
-            staged = os.path.join(self.path, f"{upload.id}.{secrets.token_hex(8)}{_STAGED}")
+            staged = os.path.join(self.path, f"{upload.id}.{_temporary_tag()}{_STAGED}")
             os.close(_open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode))
             return FileStagedChunkWriter(self, upload.id, upload.path, staged, offset)
 
@@ -783,11 +786,11 @@ class FileUpload:
     @ivar path: where the upload's bytes are (L{FileStore.placed_path}).
     """
 
-    def __init__(self, store: FileStore, info: UploadInfo, path: str | None = None) -> None:
+    def __init__(self, store: FileStore, info: UploadInfo, path: str) -> None:
         self.store = store
         self.info = info
         self.id = info.id
-        self.path = path or store.placed_path(info)
+        self.path = path
 
     def _after_recovery(self, read: Callable[[int], Any]) -> Deferred:
         """
