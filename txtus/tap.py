@@ -195,8 +195,8 @@ class Options(usage.Options):
             raise usage.UsageError("--base-path must not be /")
         if not self["disable-metrics"]:
             metrics = "/" + self["metrics-path"].strip("/")
-            tus = urlsplit(self["base-path"]).path
-            if metrics == "/" or metrics.startswith("/" + tus.strip("/") + "/") or metrics == "/" + tus.strip("/"):
+            tus = "/" + urlsplit(self["base-path"]).path.strip("/")
+            if metrics in ("/", tus) or metrics.startswith(tus + "/"):
                 raise usage.UsageError("--metrics-path must be a path of its own, not / nor under --base-path")
             self["metrics-path"] = metrics
         if self["lock-dir"] is not None:
